@@ -1,0 +1,59 @@
+"""The idempotency-store protocol: claim a key before a handler runs, complete it after.
+
+A claim both guards against running a completed key twice and counts attempts, so a message
+that kills its worker on every attempt is still recognised as exhausted (and dead-lettered).
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from dataclasses import dataclass
+
+
+class ClaimState(enum.Enum):
+    """Outcome of :meth:`IdempotencyStore.claim`."""
+
+    ACQUIRED = "acquired"  # caller owns the key now and should run the handler
+    COMPLETED = "completed"  # the key already completed: ack without running
+    BUSY = "busy"  # another worker holds an unexpired lease on the key: retry later
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Result of a claim: its state and how many attempts were made on the key so far."""
+
+    state: ClaimState
+    # Attempts including this one when ACQUIRED; the stored count otherwise.
+    attempts: int
+
+
+class IdempotencyStore(abc.ABC):
+    """Where agents record which idempotency keys are in progress or done.
+
+    Keys are namespaced by agent by the caller (``"<agent>:<key>"``).
+    """
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect or create storage."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release resources."""
+
+    @abc.abstractmethod
+    async def claim(self, key: str, lease: float) -> Claim:
+        """Claim ``key`` for ``lease`` seconds, counting one more attempt when acquired.
+
+        A key whose lease expired (its worker died) can be acquired again, and the attempt
+        count carries over.
+        """
+
+    @abc.abstractmethod
+    async def complete(self, key: str, ttl: float) -> None:
+        """Mark ``key`` completed; remember it for ``ttl`` seconds."""
+
+    @abc.abstractmethod
+    async def release(self, key: str) -> None:
+        """Give up the lease after a failed attempt, keeping the attempt count."""
