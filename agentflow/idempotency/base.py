@@ -57,3 +57,7 @@ class IdempotencyStore(abc.ABC):
     @abc.abstractmethod
     async def release(self, key: str) -> None:
         """Give up the lease after a failed attempt, keeping the attempt count."""
+
+    @abc.abstractmethod
+    async def forget(self, key: str) -> None:
+        """Drop ``key`` and its attempt count (after it was dead-lettered, so a replay runs)."""
