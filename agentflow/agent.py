@@ -1,0 +1,170 @@
+"""Agent declarations: what an agent consumes and produces, and how its payloads are typed."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import typing
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pydantic
+
+from agentflow.errors import ConfigError
+from agentflow.retry import RetryPolicy
+
+Handler = Callable[..., Awaitable[Any]]
+# (payload bytes, headers, key, topic) -> value; used for idempotency keys and routes.
+MessageFn = Callable[[bytes, dict[str, str], str | None, str], Any]
+
+DEFAULT_CONCURRENCY = 16
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_IDEMPOTENCY_TTL = 86_400.0
+
+
+@dataclass
+class AgentSpec:
+    """Everything the runtime needs to run one agent."""
+
+    name: str
+    handler: Handler
+    consumes: str
+    produces: list[str] = field(default_factory=list)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    idempotency_key: str | MessageFn | None = None
+    idempotent: bool = False
+    idempotency_ttl: float = DEFAULT_IDEMPOTENCY_TTL
+    concurrency: int = DEFAULT_CONCURRENCY
+    timeout: float = DEFAULT_TIMEOUT
+    dlq: str | None = None
+    group: str | None = None
+    # Target topics for one output message; replaces ``produces`` when set.
+    route: Callable[[bytes, dict[str, str], str | None, str], list[str]] | None = None
+
+    def __post_init__(self) -> None:
+        if not inspect.iscoroutinefunction(self.handler):
+            raise ConfigError(f"agent {self.name!r}: handler must be an async function")
+        if not self.consumes:
+            raise ConfigError(f"agent {self.name!r}: 'consumes' must name a topic")
+        if self.concurrency < 1:
+            raise ConfigError(f"agent {self.name!r}: concurrency must be >= 1")
+        if self.timeout <= 0:
+            raise ConfigError(f"agent {self.name!r}: timeout must be > 0 seconds")
+        input_type_of(self.handler)  # fail at declaration, not on the first message
+
+    @property
+    def uses_idempotency(self) -> bool:
+        """Whether a claim is taken in the idempotency store before the handler runs."""
+        return self.idempotent or self.idempotency_key is not None
+
+    @classmethod
+    def from_function(
+        cls,
+        fn: Handler,
+        consumes: str,
+        produces: str | Sequence[str] | None = None,
+        *,
+        name: str | None = None,
+        retry: RetryPolicy | None = None,
+        idempotency_key: str | MessageFn | None = None,
+        idempotent: bool = False,
+        idempotency_ttl: float = DEFAULT_IDEMPOTENCY_TTL,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        timeout: float = DEFAULT_TIMEOUT,
+        dlq: str | None = None,
+        group: str | None = None,
+    ) -> AgentSpec:
+        """Build a spec for a plain async function."""
+        return cls(
+            name=name or fn.__name__,
+            handler=fn,
+            consumes=consumes,
+            produces=_topics(produces),
+            retry=retry or RetryPolicy(),
+            idempotency_key=idempotency_key,
+            idempotent=idempotent,
+            idempotency_ttl=idempotency_ttl,
+            concurrency=concurrency,
+            timeout=timeout,
+            dlq=dlq,
+            group=group,
+        )
+
+
+def _topics(produces: str | Sequence[str] | None) -> list[str]:
+    if produces is None:
+        return []
+    if isinstance(produces, str):
+        return [produces]
+    return list(produces)
+
+
+def input_type_of(fn: Handler) -> Any:
+    """The type of a handler's first parameter; ``TypeError`` when it cannot be derived."""
+    params = list(inspect.signature(fn).parameters.values())
+    if not params:
+        raise TypeError(f"handler {fn.__qualname__} takes no parameter for the message")
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception as exc:  # an annotation that names something undefined
+        raise TypeError(f"handler {fn.__qualname__}: cannot resolve annotations: {exc}") from exc
+    annotation = hints.get(params[0].name, inspect.Parameter.empty)
+    if annotation is inspect.Parameter.empty or annotation is Any:
+        return dict
+    try:
+        pydantic.TypeAdapter(annotation)
+    except Exception as exc:
+        raise TypeError(
+            f"handler {fn.__qualname__}: input type {annotation!r} cannot be decoded ({exc})"
+        ) from exc
+    return annotation
+
+
+def wants_context(fn: Handler) -> bool:
+    """Whether the handler takes a second (context) parameter."""
+    return len(inspect.signature(fn).parameters) >= 2
+
+
+class PayloadDecoder:
+    """Turns raw payload bytes into the handler's input type (pydantic does the JSON parse)."""
+
+    def __init__(self, input_type: Any) -> None:
+        self.input_type = input_type
+        self._raw = input_type is bytes
+        model = input_type if isinstance(input_type, type) else None
+        if model is not None and issubclass(model, pydantic.BaseModel):
+            self._validate: Callable[[bytes], Any] = model.model_validate_json
+        elif not self._raw:
+            self._validate = pydantic.TypeAdapter(input_type).validate_json
+
+    def decode(self, payload: bytes) -> Any:
+        """Decode and validate; raises ``ValueError`` (pydantic's) on bad input."""
+        if self._raw:
+            return payload
+        return self._validate(payload)
+
+
+def encode_payload(value: Any) -> bytes:
+    """Serialise one output value to JSON bytes (bytes pass through)."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, pydantic.BaseModel):
+        return value.model_dump_json().encode()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return orjson.dumps(value)
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        # Types orjson does not know (e.g. nested models inside a dict) go through pydantic.
+        return pydantic.TypeAdapter(type(value)).dump_json(value)
+
+
+def outputs_of(result: Any) -> list[Any]:
+    """A handler's return value as a list of outputs (None -> none, list -> fan-out)."""
+    if result is None:
+        return []
+    if isinstance(result, list | tuple):
+        return [r for r in result if r is not None]
+    return [result]

@@ -1,0 +1,307 @@
+"""Processing of one delivery, step by step.
+
+decode headers -> decode/validate payload -> idempotency claim -> handler under timeout ->
+publish outputs with derived ids (awaiting the broker) -> complete the claim -> ack.
+Any failure either naks the delivery with the policy's delay or dead-letters it; nothing is
+acked before its outputs are durably accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import pydantic
+
+from agentflow import envelope
+from agentflow.agent import AgentSpec, PayloadDecoder, encode_payload, input_type_of, outputs_of
+from agentflow.agent import wants_context as _wants_context
+from agentflow.brokers.base import Broker, Delivery, OutMessage
+from agentflow.context import Context, PendingOutput
+from agentflow.errors import NoRoute, Reject, Retry, RouteError
+from agentflow.idempotency.base import ClaimState, IdempotencyStore
+from agentflow.stats import AgentStats
+
+log = logging.getLogger("agentflow.pipeline")
+
+# Reasons written to af-dlq-reason.
+INVALID_HEADERS = "invalid-headers"
+INVALID_PAYLOAD = "invalid-payload"
+MAX_ATTEMPTS = "max-attempts"
+REJECTED = "rejected"
+GAVE_UP = "non-retryable"
+NO_ROUTE = "no-route"
+ROUTE_ERROR = "route-error"
+
+# A key held by another worker is retried after this long (the other worker may still finish).
+BUSY_DELAY = 1.0
+
+
+class _DeadLetter(Exception):  # noqa: N818 - internal control flow
+    def __init__(self, reason: str, error: BaseException | str) -> None:
+        super().__init__(str(error))
+        self.reason = reason
+        self.error = error
+
+
+class Processor:
+    """Runs one agent's pipeline on single deliveries."""
+
+    def __init__(
+        self,
+        spec: AgentSpec,
+        broker: Broker,
+        store: IdempotencyStore | None,
+        stats: AgentStats,
+        ack_wait: float,
+    ) -> None:
+        self.spec = spec
+        self.broker = broker
+        self.store = store
+        self.stats = stats
+        self.ack_wait = ack_wait
+        self.decoder = PayloadDecoder(input_type_of(spec.handler))
+        self.wants_context = _wants_context(spec.handler)
+        self.logger = logging.getLogger(f"agentflow.agent.{spec.name}")
+
+    async def process(self, d: Delivery) -> None:
+        """Handle one delivery to completion: ack, nak or dead-letter."""
+        stats = self.stats
+        stats.received += 1
+        stats.touch()
+        attempt = max(d.delivery_count, 1)
+        claim_key: str | None = None
+        try:
+            try:
+                env = envelope.decode_headers(d.headers)
+            except ValueError as exc:
+                raise _DeadLetter(INVALID_HEADERS, exc) from exc
+            message_id = env.message_id or d.fallback_id
+            key = d.key if d.key is not None else env.key
+            try:
+                value = self.decoder.decode(d.payload)
+            except (ValueError, pydantic.ValidationError) as exc:
+                raise _DeadLetter(INVALID_PAYLOAD, _short_validation(exc)) from exc
+            if self.spec.uses_idempotency and self.store is not None:
+                claim_key = f"{self.spec.name}:{self._idempotency_key(d, message_id, key)}"
+                claim = await self.store.claim(claim_key, lease=self.ack_wait)
+                if claim.state is ClaimState.COMPLETED:
+                    stats.duplicates += 1
+                    claim_key = None
+                    await d.ack()
+                    return
+                if claim.state is ClaimState.BUSY:
+                    claim_key = None
+                    await d.nak(BUSY_DELAY)
+                    return
+                # The claim counts attempts across crashes; the broker's count may be lower.
+                attempt = claim.attempts
+            if attempt > self.spec.retry.max_attempts:
+                raise _DeadLetter(
+                    MAX_ATTEMPTS,
+                    f"attempt {attempt} exceeds max_attempts={self.spec.retry.max_attempts} "
+                    "(earlier attempts crashed or timed out without an outcome)",
+                )
+            ctx = self._context(d, env, message_id, key, attempt)
+            try:
+                result = await asyncio.wait_for(self._call(value, ctx), self.spec.timeout)
+            except TimeoutError as exc:
+                raise TimeoutError(
+                    f"agent {self.spec.name!r} exceeded its timeout of {self.spec.timeout}s"
+                ) from exc
+            out = self._outputs(d, env, message_id, key, ctx._outputs, result)
+            if out:
+                await self.broker.publish(out)
+                stats.published += len(out)
+            if claim_key is not None and self.store is not None:
+                await self.store.complete(claim_key, self.spec.idempotency_ttl)
+                claim_key = None
+            await d.ack()
+            stats.succeeded += 1
+        except _DeadLetter as dl:
+            await self._dead_letter(d, dl.reason, dl.error, attempt, claim_key)
+        except Reject as exc:
+            await self._dead_letter(d, REJECTED, exc, attempt, claim_key)
+        except asyncio.CancelledError:
+            # Worker stopping: give the claim back; the broker redelivers the message.
+            if claim_key is not None and self.store is not None:
+                await asyncio.shield(self._release(claim_key))
+            raise
+        except Exception as exc:
+            await self._failed(d, exc, attempt, claim_key)
+        finally:
+            stats.touch()
+
+    async def _call(self, value: Any, ctx: Context) -> Any:
+        if self.wants_context:
+            return await self.spec.handler(value, ctx)
+        return await self.spec.handler(value)
+
+    def _context(
+        self, d: Delivery, env: envelope.Envelope, message_id: str, key: str | None, attempt: int
+    ) -> Context:
+        adapter = logging.LoggerAdapter(
+            self.logger, {"message_id": message_id, "attempt": attempt, "topic": d.topic}
+        )
+        return Context(
+            message_id=message_id,
+            attempt=attempt,
+            key=key,
+            correlation_id=env.correlation_id or message_id,
+            headers=d.headers,
+            topic=d.topic,
+            agent=self.spec.name,
+            logger=adapter,
+            _heartbeat=d.in_progress,
+        )
+
+    def _idempotency_key(self, d: Delivery, message_id: str, key: str | None) -> str:
+        spec_key = self.spec.idempotency_key
+        if spec_key is None:
+            return message_id
+        if callable(spec_key):
+            found = spec_key(d.payload, d.headers, key, d.topic)
+        else:
+            found = _field_path(d.payload, spec_key)
+        if found is None or found == "":
+            raise _DeadLetter(INVALID_PAYLOAD, f"idempotency key {spec_key!r} missing in payload")
+        return str(found)
+
+    def _outputs(
+        self,
+        d: Delivery,
+        env: envelope.Envelope,
+        message_id: str,
+        key: str | None,
+        pending: Sequence[PendingOutput],
+        result: Any,
+    ) -> list[OutMessage]:
+        items: list[tuple[str | None, Any, str | None, dict[str, str] | None]] = [
+            (p.topic, p.payload, p.key, p.headers) for p in pending
+        ]
+        items.extend((None, r, key, None) for r in outputs_of(result))
+        correlation = env.correlation_id or message_id
+        extra = _trace_headers(d.headers)
+        out: list[OutMessage] = []
+        for topic, value, out_key, headers in items:
+            payload = encode_payload(value)
+            topics = [topic] if topic is not None else self._targets(d, payload, out_key)
+            for target in topics:
+                out_id = envelope.derive_id(message_id, self.spec.name, len(out))
+                out_headers = envelope.build_headers(
+                    out_id,
+                    key=out_key,
+                    correlation_id=correlation,
+                    causation_id=message_id,
+                    agent=self.spec.name,
+                    content_type=envelope.OCTET_STREAM if isinstance(value, bytes) else envelope.JSON,
+                    extra={**extra, **(headers or {})},
+                )
+                out.append(OutMessage(target, payload, out_headers, out_key))
+        return out
+
+    def _targets(self, d: Delivery, payload: bytes, key: str | None) -> list[str]:
+        if self.spec.route is None:
+            return self.spec.produces
+        try:
+            return self.spec.route(payload, d.headers, key, d.topic)
+        except NoRoute as exc:
+            raise _DeadLetter(NO_ROUTE, exc) from exc
+        except (RouteError, ValueError) as exc:
+            raise _DeadLetter(ROUTE_ERROR, exc) from exc
+
+    async def _failed(
+        self, d: Delivery, exc: Exception, attempt: int, claim_key: str | None
+    ) -> None:
+        policy = self.spec.retry
+        if isinstance(exc, Retry):
+            retry = attempt < policy.max_attempts
+            delay = exc.delay if exc.delay is not None else policy.delay(attempt)
+        else:
+            retry = policy.should_retry(attempt, exc)
+            delay = policy.delay(attempt)
+        if not retry:
+            reason = MAX_ATTEMPTS if attempt >= policy.max_attempts else GAVE_UP
+            await self._dead_letter(d, reason, exc, attempt, claim_key)
+            return
+        self.logger.info(
+            "attempt %d of %s failed (%s: %s); retrying in %.2fs",
+            attempt, d.topic, type(exc).__name__, exc, delay,
+        )
+        if claim_key is not None:
+            await self._release(claim_key)
+        self.stats.retried += 1
+        await d.nak(delay)
+
+    async def _dead_letter(
+        self,
+        d: Delivery,
+        reason: str,
+        error: BaseException | str,
+        attempt: int,
+        claim_key: str | None,
+    ) -> None:
+        topic = self.spec.dlq or f"{d.topic}.dlq"
+        headers = envelope.dlq_headers(
+            d.headers,
+            reason=reason,
+            error=error,
+            attempts=attempt,
+            agent=self.spec.name,
+            topic=d.topic,
+            position=d.position,
+        )
+        headers.setdefault(envelope.ID, d.fallback_id)
+        # The DLQ copy's dedup id comes from the broker position, so a retried copy is dropped.
+        msg = OutMessage(topic, d.payload, headers, d.key, dedup_id=f"{d.fallback_id}:dlq")
+        try:
+            await self.broker.publish([msg])
+        except Exception as exc:
+            # Never lose it: if the DLQ copy cannot be written, leave the message to come back.
+            self.logger.error("dead-letter publish to %s failed (%s); will retry", topic, exc)
+            if claim_key is not None:
+                await self._release(claim_key)
+            await d.nak(min(max(self.spec.retry.base_delay(attempt), 1.0), 30.0))
+            return
+        if claim_key is not None and self.store is not None:
+            await self.store.forget(claim_key)
+        self.logger.warning("dead-lettered a message of %s to %s: %s (%s)", d.topic, topic, reason, error)
+        self.stats.dead_lettered += 1
+        await d.term()
+
+    async def _release(self, claim_key: str) -> None:
+        if self.store is None:
+            return
+        try:
+            await self.store.release(claim_key)
+        except Exception as exc:  # the lease expires by itself; a failed release only delays
+            self.logger.warning("could not release idempotency claim %s: %s", claim_key, exc)
+
+
+def _field_path(payload: bytes, path: str) -> Any:
+    try:
+        node: Any = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    for part in path.removeprefix("payload.").split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _trace_headers(headers: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k in (envelope.TRACEPARENT, envelope.TRACESTATE)}
+
+
+def _short_validation(exc: Exception) -> str:
+    if isinstance(exc, pydantic.ValidationError):
+        parts = []
+        for err in exc.errors()[:5]:
+            loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+            parts.append(f"{loc}: {err['msg']}")
+        return f"{exc.error_count()} validation error(s) for {exc.title}: " + "; ".join(parts)
+    return str(exc)

@@ -1,0 +1,187 @@
+"""One agent's consumer loop: fetch in batches, run in parallel across keys, never reorder one.
+
+Back-pressure: the loop fetches only as many messages as it has free slots (``prefetch``), so
+a slow handler slows the fetch instead of piling deliveries up in memory. Messages that share
+a key run one after another in a lane; different keys (and keyless messages) run in parallel,
+at most ``concurrency`` handlers at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+
+from agentflow.agent import AgentSpec
+from agentflow.brokers.base import Broker, Delivery, Subscription
+from agentflow.idempotency.base import IdempotencyStore
+from agentflow.pipeline import Processor
+from agentflow.stats import AgentStats
+
+log = logging.getLogger("agentflow.worker")
+
+FETCH_TIMEOUT = 0.25
+
+
+def ack_wait_for(spec: AgentSpec) -> float:
+    """Broker ack deadline for an agent: its handler timeout plus room for publishing."""
+    return spec.timeout + max(1.0, min(spec.timeout, 5.0))
+
+
+def max_deliver_for(spec: AgentSpec) -> int:
+    """Broker redelivery cap: above max_attempts so the runtime sees and dead-letters the last."""
+    if spec.uses_idempotency:
+        # Busy claims also nak; the claim's own attempt count is what stops a crash loop.
+        return spec.retry.max_attempts * 4 + 10
+    return spec.retry.max_attempts + 2
+
+
+class AgentWorker:
+    """Runs one agent against one broker subscription."""
+
+    def __init__(
+        self,
+        spec: AgentSpec,
+        broker: Broker,
+        store: IdempotencyStore | None,
+        stats: AgentStats,
+        group: str,
+    ) -> None:
+        self.spec = spec
+        self.broker = broker
+        self.group = group
+        self.stats = stats
+        self.ack_wait = ack_wait_for(spec)
+        self.prefetch = max(2 * spec.concurrency, 32)
+        self.processor = Processor(spec, broker, store, stats, self.ack_wait)
+        self._sub: Subscription | None = None
+        self._slots = asyncio.Semaphore(spec.concurrency)
+        self._held: set[Delivery] = set()
+        self._lanes: dict[str, deque[Delivery]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._room = asyncio.Event()
+        self._stopping = False
+        self._loops: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Subscribe and start fetching."""
+        self._sub = await self.broker.subscribe(
+            self.spec.consumes,
+            self.group,
+            ack_wait=self.ack_wait,
+            max_in_flight=self.prefetch,
+            max_deliver=max_deliver_for(self.spec),
+        )
+        self._loops = [
+            asyncio.create_task(self._fetch_loop(), name=f"agentflow-fetch-{self.spec.name}"),
+            asyncio.create_task(self._heartbeat_loop(), name=f"agentflow-hb-{self.spec.name}"),
+        ]
+
+    @property
+    def in_flight(self) -> int:
+        """Deliveries fetched and not yet finished."""
+        return len(self._held)
+
+    async def stop(self, grace: float) -> None:
+        """Stop fetching, let in-flight work finish within ``grace`` seconds, hand back the rest."""
+        self._stopping = True
+        self._room.set()
+        for task in self._loops:
+            task.cancel()
+        for task in self._loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning(
+                    "agent %s: %d handler(s) still running after the %.1fs grace period; "
+                    "handing their messages back", self.spec.name, len(pending), grace,
+                )
+                await asyncio.wait(pending, timeout=5.0)
+        if self._sub is not None:
+            await self._sub.close()
+            self._sub = None
+
+    async def _fetch_loop(self) -> None:
+        assert self._sub is not None
+        while not self._stopping:
+            free = self.prefetch - len(self._held)
+            if free <= 0:
+                self._room.clear()
+                await self._room.wait()
+                continue
+            try:
+                batch = await self._sub.fetch(free, FETCH_TIMEOUT)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # A broker hiccup (reconnecting, rebalancing): back off and keep going.
+                log.warning("agent %s: fetch failed (%s); retrying", self.spec.name, exc)
+                await asyncio.sleep(0.5)
+                continue
+            for delivery in batch:
+                self._dispatch(delivery)
+
+    def _dispatch(self, d: Delivery) -> None:
+        self._held.add(d)
+        self.stats.in_flight = len(self._held)
+        key = d.key if d.key is not None else d.headers.get("af-key")
+        if key is None:
+            self._spawn(self._run_one(d))
+            return
+        lane = self._lanes.get(key)
+        if lane is not None:
+            lane.append(d)  # same key already running: wait behind it, in order
+            return
+        self._lanes[key] = deque([d])
+        self._spawn(self._run_lane(key))
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_one(self, d: Delivery) -> None:
+        try:
+            async with self._slots:
+                if not self._stopping:
+                    await self.processor.process(d)
+        except Exception:
+            log.exception("agent %s: unexpected error processing a message", self.spec.name)
+        finally:
+            self._done(d)
+
+    async def _run_lane(self, key: str) -> None:
+        lane = self._lanes[key]
+        try:
+            while lane:
+                d = lane[0]
+                await self._run_one(d)
+                lane.popleft()
+                if self._stopping:
+                    # Leave the rest un-acked: closing the subscription hands them back.
+                    for rest in lane:
+                        self._done(rest)
+                    lane.clear()
+        finally:
+            self._lanes.pop(key, None)
+
+    def _done(self, d: Delivery) -> None:
+        self._held.discard(d)
+        self.stats.in_flight = len(self._held)
+        self._room.set()
+
+    async def _heartbeat_loop(self) -> None:
+        # Queued and running deliveries both age against the ack deadline: extend them all.
+        interval = max(self.ack_wait / 3.0, 0.2)
+        while True:
+            await asyncio.sleep(interval)
+            for d in list(self._held):
+                try:
+                    await d.in_progress()
+                except Exception as exc:
+                    log.debug("in_progress failed for a delivery of %s: %s", d.topic, exc)
