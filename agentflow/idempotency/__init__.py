@@ -2,6 +2,33 @@
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
 from agentflow.idempotency.base import Claim, ClaimState, IdempotencyStore
 
-__all__ = ["Claim", "ClaimState", "IdempotencyStore"]
+__all__ = ["Claim", "ClaimState", "IdempotencyStore", "store_from_url"]
+
+# scheme -> "module:factory"; the factory takes the whole URL and returns an unopened store.
+# Imported lazily so that memory:// never pulls in nats-py or redis. To add a backend, add a
+# line here and a ``from_url(url)`` in its module.
+_SCHEMES: dict[str, str] = {
+    "memory": "agentflow.idempotency.memory:from_url",
+    "sqlite": "agentflow.idempotency.sqlite:from_url",
+}
+
+
+def store_from_url(url: str) -> IdempotencyStore:
+    """Return an (unopened) idempotency store for ``url``; ValueError for an unknown scheme."""
+    target = _SCHEMES.get(urlsplit(url).scheme)
+    if target is None:
+        known = ", ".join(f"{s}://" for s in _SCHEMES)
+        raise ValueError(
+            f"unsupported idempotency store URL {url!r}: scheme must be one of {known}"
+        )
+    module_name, factory_name = target.split(":")
+    factory: Callable[[str], IdempotencyStore] = getattr(
+        importlib.import_module(module_name), factory_name
+    )
+    return factory(url)

@@ -1,0 +1,255 @@
+"""Idempotency stores: the same contract for memory and SQLite, plus SQLite persistence."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from agentflow.idempotency import ClaimState, IdempotencyStore, store_from_url
+from agentflow.idempotency.memory import MemoryStore
+from agentflow.idempotency.sqlite import SqliteStore
+
+A, B, C = ClaimState.ACQUIRED, ClaimState.BUSY, ClaimState.COMPLETED
+
+
+class Clock:
+    """A settable clock, so TTL and lease tests need no sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """A fresh fake clock."""
+    return Clock()
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: Clock
+) -> AsyncIterator[IdempotencyStore]:
+    """Each store kind, opened, on the fake clock."""
+    s: IdempotencyStore
+    if request.param == "memory":
+        s = MemoryStore(clock=clock)
+    else:
+        s = SqliteStore(tmp_path / "idem.db", clock=clock)
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def test_claim_complete(store: IdempotencyStore) -> None:
+    first = await store.claim("k", 10)
+    assert (first.state, first.attempts) == (A, 1)
+    await store.complete("k", 60)
+    again = await store.claim("k", 10)
+    assert (again.state, again.attempts) == (C, 1)
+
+
+async def test_busy_while_leased(store: IdempotencyStore, clock: Clock) -> None:
+    assert (await store.claim("k", 10)).state is A
+    busy = await store.claim("k", 10)
+    assert (busy.state, busy.attempts) == (B, 1)
+    clock.now += 9.9
+    assert (await store.claim("k", 10)).state is B
+    assert (await store.claim("other", 10)).state is A
+
+
+async def test_lease_expiry_counts_attempts(store: IdempotencyStore, clock: Clock) -> None:
+    assert (await store.claim("k", 5)).attempts == 1
+    clock.now += 5.01  # the worker died without releasing
+    second = await store.claim("k", 5)
+    assert (second.state, second.attempts) == (A, 2)
+    clock.now += 6
+    third = await store.claim("k", 5)
+    assert (third.state, third.attempts) == (A, 3)
+    await store.complete("k", 60)
+    assert (await store.claim("k", 5)).attempts == 3
+
+
+async def test_release_keeps_attempts(store: IdempotencyStore) -> None:
+    await store.claim("k", 100)
+    await store.release("k")
+    second = await store.claim("k", 100)
+    assert (second.state, second.attempts) == (A, 2)
+    await store.release("k")
+    await store.release("never-claimed")  # harmless
+    assert (await store.claim("k", 100)).attempts == 3
+
+
+async def test_completed_ttl(store: IdempotencyStore, clock: Clock) -> None:
+    await store.claim("k", 10)
+    await store.complete("k", 30)
+    clock.now += 29
+    assert (await store.claim("k", 10)).state is C
+    clock.now += 2
+    fresh = await store.claim("k", 10)
+    assert (fresh.state, fresh.attempts) == (A, 1)
+
+
+async def test_non_positive_ttl_keeps_forever(store: IdempotencyStore, clock: Clock) -> None:
+    await store.claim("k", 10)
+    await store.complete("k", 0)
+    clock.now += 10**9
+    assert (await store.claim("k", 10)).state is C
+
+
+async def test_forget(store: IdempotencyStore) -> None:
+    await store.claim("k", 10)
+    await store.release("k")
+    await store.claim("k", 10)
+    await store.complete("k", 60)
+    await store.forget("k")
+    fresh = await store.claim("k", 10)
+    assert (fresh.state, fresh.attempts) == (A, 1)
+    await store.forget("missing")
+
+
+async def test_memory_store_bounded_evicts_completed_first(clock: Clock) -> None:
+    s = MemoryStore(max_entries=3, clock=clock)
+    await s.claim("live", 100)
+    for k in ("d1", "d2", "d3"):
+        await s.claim(k, 100)
+        await s.complete(k, 100)
+    assert len(s) == 3
+    # d1 (oldest completed) went first; the live lease is kept.
+    assert (await s.claim("live", 100)).state is B
+    assert (await s.claim("d1", 100)).state is A
+    assert (await s.claim("d3", 100)).state is C
+    assert len(s) == 3
+
+
+async def test_memory_store_evicts_idle_before_leased(clock: Clock) -> None:
+    s = MemoryStore(max_entries=2, clock=clock)
+    await s.claim("leased", 100)
+    await s.claim("idle", 100)
+    await s.release("idle")
+    await s.claim("new", 100)
+    assert len(s) == 2
+    assert (await s.claim("leased", 100)).state is B
+    assert (await s.claim("idle", 100)).attempts == 1  # its count was evicted with it
+
+
+def test_memory_store_rejects_zero_bound() -> None:
+    with pytest.raises(ValueError, match="max_entries"):
+        MemoryStore(max_entries=0)
+
+
+async def test_sqlite_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "idem.db"
+    s1 = SqliteStore(path)
+    await s1.open()
+    await s1.claim("done", 60)
+    await s1.complete("done", 3600)
+    await s1.claim("failing", 60)
+    await s1.release("failing")
+    await s1.close()
+
+    s2 = SqliteStore(path)
+    await s2.open()
+    try:
+        assert (await s2.claim("done", 60)).state is C
+        again = await s2.claim("failing", 60)
+        assert (again.state, again.attempts) == (A, 2)
+    finally:
+        await s2.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_sqlite_opens_lazily_and_purges_expired(tmp_path: Path, clock: Clock) -> None:
+    path = tmp_path / "idem.db"
+    s = SqliteStore(path, clock=clock)
+    try:
+        await s.claim("old", 10)  # no explicit open()
+        await s.complete("old", 1)
+        clock.now += 120
+        await s.claim("new", 10)
+        await s.complete("new", 100)  # more than the purge interval later: old is deleted
+    finally:
+        await s.close()
+    with sqlite3.connect(path) as conn:
+        keys = [r[0] for r in conn.execute("SELECT key FROM af_idempotency ORDER BY key")]
+    assert keys == ["new"]
+
+
+async def test_two_sqlite_stores_race_on_claim(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    stores = [SqliteStore(path) for _ in range(4)]
+    for s in stores:
+        await s.open()
+    try:
+        for round_ in range(20):
+            key = f"k{round_}"
+            claims = await asyncio.gather(*(s.claim(key, 30) for s in stores))
+            states = sorted(c.state.value for c in claims)
+            assert states.count(A.value) == 1, states
+            assert states.count(B.value) == 3
+    finally:
+        for s in stores:
+            await s.close()
+
+
+def _claim_in_process(path: str, start: object, out: object) -> None:
+    """Child process body: claim a key once a shared event fires."""
+
+    async def go() -> str:
+        store = SqliteStore(path)
+        await store.open()
+        try:
+            return (await store.claim("contended", 30)).state.value
+        finally:
+            await store.close()
+
+    start.wait()  # type: ignore[attr-defined]
+    out.put(asyncio.run(go()))  # type: ignore[attr-defined]
+
+
+def test_two_processes_race_on_claim(tmp_path: Path) -> None:
+    path = os.fspath(tmp_path / "procs.db")
+    ctx = multiprocessing.get_context("spawn")
+    start, out = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_claim_in_process, args=(path, start, out)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    start.set()
+    results = sorted(out.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    assert results == ["acquired", "busy", "busy"]
+
+
+@pytest.mark.parametrize(
+    ("url", "check"),
+    [
+        ("memory://", lambda s: isinstance(s, MemoryStore) and s.max_entries == 100_000),
+        ("memory://?max_entries=5", lambda s: isinstance(s, MemoryStore) and s.max_entries == 5),
+        (
+            "sqlite:///tmp/x/idem.db",
+            lambda s: isinstance(s, SqliteStore) and s.path == "/tmp/x/idem.db",
+        ),
+        ("sqlite://rel.db", lambda s: isinstance(s, SqliteStore) and s.path == "rel.db"),
+        ("sqlite://dir/rel.db", lambda s: isinstance(s, SqliteStore) and s.path == "dir/rel.db"),
+    ],
+)
+def test_store_from_url(url: str, check: Callable[[IdempotencyStore], bool]) -> None:
+    assert check(store_from_url(url))
+
+
+def test_store_from_url_unknown_scheme() -> None:
+    with pytest.raises(ValueError, match="bogus://x"):
+        store_from_url("bogus://x")
+    with pytest.raises(ValueError, match="sqlite://"):
+        store_from_url("sqlite://")
