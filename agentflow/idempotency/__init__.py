@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from agentflow.idempotency.base import Claim, ClaimState, IdempotencyStore
@@ -19,8 +21,12 @@ _SCHEMES: dict[str, str] = {
 }
 
 
-def store_from_url(url: str) -> IdempotencyStore:
-    """Return an (unopened) idempotency store for ``url``; ValueError for an unknown scheme."""
+def store_from_url(url: str, **context: Any) -> IdempotencyStore:
+    """Return an (unopened) idempotency store for ``url``; ValueError for an unknown scheme.
+
+    ``context`` (``broker``, ``app_name``) is passed to factories that declare those parameters,
+    e.g. a NATS KV store reuses the app's broker connection.
+    """
     target = _SCHEMES.get(urlsplit(url).scheme)
     if target is None:
         known = ", ".join(f"{s}://" for s in _SCHEMES)
@@ -28,7 +34,8 @@ def store_from_url(url: str) -> IdempotencyStore:
             f"unsupported idempotency store URL {url!r}: scheme must be one of {known}"
         )
     module_name, factory_name = target.split(":")
-    factory: Callable[[str], IdempotencyStore] = getattr(
+    factory: Callable[..., IdempotencyStore] = getattr(
         importlib.import_module(module_name), factory_name
     )
-    return factory(url)
+    accepted = inspect.signature(factory).parameters
+    return factory(url, **{k: v for k, v in context.items() if k in accepted})
