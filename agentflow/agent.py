@@ -42,6 +42,8 @@ class AgentSpec:
     group: str | None = None
     # Target topics for one output message; replaces ``produces`` when set.
     route: Callable[[bytes, dict[str, str], str | None, str], list[str]] | None = None
+    # Names visible where the handler was declared, to resolve string annotations of locals.
+    localns: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not inspect.iscoroutinefunction(self.handler):
@@ -52,7 +54,7 @@ class AgentSpec:
             raise ConfigError(f"agent {self.name!r}: concurrency must be >= 1")
         if self.timeout <= 0:
             raise ConfigError(f"agent {self.name!r}: timeout must be > 0 seconds")
-        input_type_of(self.handler)  # fail at declaration, not on the first message
+        input_type_of(self.handler, self.localns)  # fail at declaration, not on first message
 
     @property
     def uses_idempotency(self) -> bool:
@@ -75,6 +77,7 @@ class AgentSpec:
         timeout: float = DEFAULT_TIMEOUT,
         dlq: str | None = None,
         group: str | None = None,
+        localns: dict[str, Any] | None = None,
     ) -> AgentSpec:
         """Build a spec for a plain async function."""
         return cls(
@@ -90,6 +93,7 @@ class AgentSpec:
             timeout=timeout,
             dlq=dlq,
             group=group,
+            localns=localns,
         )
 
 
@@ -101,13 +105,13 @@ def _topics(produces: str | Sequence[str] | None) -> list[str]:
     return list(produces)
 
 
-def input_type_of(fn: Handler) -> Any:
+def input_type_of(fn: Handler, localns: dict[str, Any] | None = None) -> Any:
     """The type of a handler's first parameter; ``TypeError`` when it cannot be derived."""
     params = list(inspect.signature(fn).parameters.values())
     if not params:
         raise TypeError(f"handler {fn.__qualname__} takes no parameter for the message")
     try:
-        hints = typing.get_type_hints(fn)
+        hints = typing.get_type_hints(fn, localns=localns)
     except Exception as exc:  # an annotation that names something undefined
         raise TypeError(f"handler {fn.__qualname__}: cannot resolve annotations: {exc}") from exc
     annotation = hints.get(params[0].name, inspect.Parameter.empty)

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -98,6 +99,8 @@ class App:
         group: str | None = None,
     ) -> Callable[[F], F]:
         """Declare an async function as an agent consuming ``consumes``."""
+        # Handlers declared inside functions may annotate with local classes.
+        localns = dict(sys._getframe(1).f_locals)
 
         def register(fn: F) -> F:
             spec = AgentSpec.from_function(
@@ -113,6 +116,7 @@ class App:
                 timeout=timeout,
                 dlq=dlq,
                 group=group,
+                localns=localns,
             )
             self.add_agent(spec)
             fn.__agentflow_spec__ = spec  # type: ignore[attr-defined]

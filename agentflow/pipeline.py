@@ -63,7 +63,7 @@ class Processor:
         self.store = store
         self.stats = stats
         self.ack_wait = ack_wait
-        self.decoder = PayloadDecoder(input_type_of(spec.handler))
+        self.decoder = PayloadDecoder(input_type_of(spec.handler, spec.localns))
         self.wants_context = _wants_context(spec.handler)
         self.logger = logging.getLogger(f"agentflow.agent.{spec.name}")
 
