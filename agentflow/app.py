@@ -153,7 +153,10 @@ class App:
             for spec in self.specs.values():
                 self.stats[spec.name] = AgentStats()
                 worker = AgentWorker(
-                    spec, self.broker, self.store, self.stats[spec.name],
+                    spec,
+                    self.broker,
+                    self.store,
+                    self.stats[spec.name],
                     group=spec.group or f"{self.name}.{spec.name}",
                 )
                 await worker.start()

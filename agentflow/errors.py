@@ -11,8 +11,8 @@ class ConfigError(AgentflowError):
     """An agent, app or workflow is configured wrongly (names what and where)."""
 
 
-class Retry(Exception):  # noqa: N818 - the public name is part of the API
-    """Raised by a handler: try this message again after ``delay`` seconds (counts as an attempt)."""
+class Retry(Exception):
+    """Raised by a handler: try again after ``delay`` seconds (counts as an attempt)."""
 
     def __init__(self, delay: float | None = None, reason: str = "retry requested") -> None:
         super().__init__(reason)
@@ -20,7 +20,7 @@ class Retry(Exception):  # noqa: N818 - the public name is part of the API
         self.reason = reason
 
 
-class Reject(Exception):  # noqa: N818 - the public name is part of the API
+class Reject(Exception):
     """Raised by a handler: never retry this message; dead-letter it now."""
 
     def __init__(self, reason: str = "rejected") -> None:
@@ -28,7 +28,7 @@ class Reject(Exception):  # noqa: N818 - the public name is part of the API
         self.reason = reason
 
 
-class NoRoute(AgentflowError):  # noqa: N818
+class NoRoute(AgentflowError):
     """No route matched an output message and there is no default route."""
 
 

@@ -40,7 +40,7 @@ ROUTE_ERROR = "route-error"
 BUSY_DELAY = 1.0
 
 
-class _DeadLetter(Exception):  # noqa: N818 - internal control flow
+class _DeadLetter(Exception):
     def __init__(self, reason: str, error: BaseException | str) -> None:
         super().__init__(str(error))
         self.reason = reason
@@ -197,7 +197,9 @@ class Processor:
                     correlation_id=correlation,
                     causation_id=message_id,
                     agent=self.spec.name,
-                    content_type=envelope.OCTET_STREAM if isinstance(value, bytes) else envelope.JSON,
+                    content_type=envelope.OCTET_STREAM
+                    if isinstance(value, bytes)
+                    else envelope.JSON,
                     extra={**extra, **(headers or {})},
                 )
                 out.append(OutMessage(target, payload, out_headers, out_key))
@@ -229,7 +231,11 @@ class Processor:
             return
         self.logger.info(
             "attempt %d of %s failed (%s: %s); retrying in %.2fs",
-            attempt, d.topic, type(exc).__name__, exc, delay,
+            attempt,
+            d.topic,
+            type(exc).__name__,
+            exc,
+            delay,
         )
         if claim_key is not None:
             await self._release(claim_key)
@@ -268,7 +274,9 @@ class Processor:
             return
         if claim_key is not None and self.store is not None:
             await self.store.forget(claim_key)
-        self.logger.warning("dead-lettered a message of %s to %s: %s (%s)", d.topic, topic, reason, error)
+        self.logger.warning(
+            "dead-lettered a message of %s to %s: %s (%s)", d.topic, topic, reason, error
+        )
         self.stats.dead_lettered += 1
         await d.term()
 

@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Coroutine
+from typing import Any
 
 from agentflow.agent import AgentSpec
 from agentflow.brokers.base import Broker, Delivery, Subscription
@@ -99,7 +101,10 @@ class AgentWorker:
             if pending:
                 log.warning(
                     "agent %s: %d handler(s) still running after the %.1fs grace period; "
-                    "handing their messages back", self.spec.name, len(pending), grace,
+                    "handing their messages back",
+                    self.spec.name,
+                    len(pending),
+                    grace,
                 )
                 await asyncio.wait(pending, timeout=5.0)
         if self._sub is not None:
@@ -140,8 +145,8 @@ class AgentWorker:
         self._lanes[key] = deque([d])
         self._spawn(self._run_lane(key))
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.create_task(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -166,7 +166,7 @@ managed_pid() {
 spawn() { # <svc> <logfile> <cmd...>
     local svc=$1 logf=$2
     shift 2
-    setsid "$@" </dev/null >>"$logf" 2>&1 9>&- &
+    setsid "$@" </dev/null >>"$logf" 2>&1 8>&- 9>&- &
     echo $! >"$(pidfile "$svc")"
 }
 
@@ -265,7 +265,16 @@ kafka_libs() {
     libs=$CACHE/kafka-$version/libs
     stamp=$CACHE/kafka-$version/pom.sha256
     want=$(sha256sum "$POM" | cut -d' ' -f1)
-    if [[ -d $libs && -f $stamp && $(<"$stamp") == "$want" ]] && compgen -G "$libs/kafka_2.13-*.jar" >/dev/null; then
+    libs_ready() { [[ -d $libs && -f $stamp && $(<"$stamp") == "$want" ]] && compgen -G "$libs/kafka_2.13-*.jar" >/dev/null; }
+    if libs_ready; then
+        echo "$libs"
+        return 0
+    fi
+    # One fetch at a time per version (runs in a $(...) subshell: the lock ends with it).
+    mkdir -p "$CACHE/kafka-$version"
+    exec 8>"$CACHE/kafka-$version/.lock"
+    flock -w 600 8 || die "timed out waiting for another fetch of the Kafka jars"
+    if libs_ready; then
         echo "$libs"
         return 0
     fi

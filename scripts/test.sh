@@ -103,31 +103,30 @@ do_install() {
 url_var() { case $1 in nats) echo AGENTFLOW_TEST_NATS_URL ;; kafka) echo AGENTFLOW_TEST_KAFKA_URL ;; redis) echo AGENTFLOW_TEST_REDIS_URL ;; esac; }
 
 do_services() {
-    local svc var rc=0
-    local -a to_start=()
+    local svc var line rc=0
+    local -a managed=() to_start=()
+    # The URLs services.sh serves (ports follow AGENTFLOW_*_PORT).
+    local -A local_url=()
+    while IFS= read -r line; do
+        line=${line#export }
+        local_url[${line%%=*}]=${line#*=}
+    done < <("$SERVICES" env all)
     for svc in nats kafka redis; do
         var=$(url_var "$svc")
-        if [[ -n ${!var:-} ]]; then
-            echo "$svc: using $var=${!var} from the environment"
+        if [[ -n ${!var:-} && ${!var} != "${local_url[$var]}" ]]; then
+            echo "$svc: using $var=${!var} from the environment (not started here)"
             continue
         fi
-        if ! "$SERVICES" status "$svc" >/dev/null 2>&1; then
-            to_start+=("$svc")
-        fi
+        export "$var=${local_url[$var]}"
+        managed+=("$svc")
+        "$SERVICES" status "$svc" >/dev/null 2>&1 || to_start+=("$svc")
     done
     for svc in "${to_start[@]}"; do
         # Record before starting so a half-started broker is still stopped at the end.
         STARTED_SERVICES+=("$svc")
         "$SERVICES" start "$svc" >/dev/null || rc=1
     done
-    # Export the URLs for every broker not given by the environment.
-    local line
-    while IFS= read -r line; do
-        line=${line#export }
-        var=${line%%=*}
-        [[ -n ${!var:-} ]] || export "$line"
-    done < <("$SERVICES" env all)
-    "$SERVICES" status all || rc=1
+    for svc in "${managed[@]}"; do "$SERVICES" status "$svc" || rc=1; done
     for svc in nats kafka redis; do
         var=$(url_var "$svc")
         echo "$var=${!var}"
@@ -157,9 +156,15 @@ do_cargo() {
         PYO3_PYTHON=$(command -v "$PYTHON") cargo clippy --all-targets -- -D warnings)
 }
 
+PYTEST_LOG=$STAMP_DIR/pytest-output.log
 do_pytest() {
     local rc=0
-    timeout --foreground -s INT -k 60 "$PYTEST_TIMEOUT" "$PYTHON" -m pytest -q -p no:cacheprovider "$@" || rc=$?
+    local -a color=()
+    [[ -t 1 ]] && color=(--color=yes)
+    mkdir -p "$STAMP_DIR"
+    timeout --foreground -s INT -k 60 "$PYTEST_TIMEOUT" \
+        "$PYTHON" -m pytest -q -p no:cacheprovider "${color[@]}" "$@" 2>&1 | tee "$PYTEST_LOG"
+    rc=${PIPESTATUS[0]}
     case $rc in
         5) echo "pytest collected no tests: that counts as a failure" >&2 ;;
         124) echo "pytest exceeded AGENTFLOW_PYTEST_TIMEOUT=${PYTEST_TIMEOUT}s" >&2 ;;
@@ -168,6 +173,7 @@ do_pytest() {
 }
 
 T_START=$(now_ms)
+rm -f "$PYTEST_LOG"
 echo "agentflow tests in $REPO ($("$PYTHON" --version 2>&1); CI=${CI:-})"
 
 if want install; then run_step install do_install; else skip install; fi
@@ -182,8 +188,15 @@ stop_started_services
 
 printf '\n==> summary (%s total)\n' "$(secs "$T_START")"
 printf '%s\n' "${SUMMARY[@]}"
+# End with pytest's own closing line (e.g. "12 passed, 1 skipped in 3.2s"), colour codes removed.
+pytest_closing_line() {
+    [[ -f $PYTEST_LOG ]] && want pytest || return 0
+    sed 's/\x1b\[[0-9;]*m//g' "$PYTEST_LOG" | grep -E '^=* ?[0-9]+ [a-z]+.* in [0-9.]+s' | tail -n1 | sed 's/^=* *//; s/ *=*$//'
+}
 if [[ $FAILED -ne 0 ]]; then
     echo "RESULT: FAILED"
+    pytest_closing_line
     exit 1
 fi
 echo "RESULT: all steps passed"
+pytest_closing_line

@@ -29,5 +29,3 @@ def topic() -> Callable[[str], str]:
     """Unique topic names for one test: ``topic("in")`` -> ``c1a2b3c4d.in``."""
     prefix = f"c{uuid.uuid4().hex[:8]}"
     return lambda name: f"{prefix}.{name}"
-
-

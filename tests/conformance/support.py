@@ -79,7 +79,10 @@ class RecordingBroker(Broker):
         self, pattern: str, group: str, *, ack_wait: float, max_in_flight: int, max_deliver: int
     ) -> Subscription:
         sub = await self.inner.subscribe(
-            pattern, group, ack_wait=ack_wait, max_in_flight=max_in_flight,
+            pattern,
+            group,
+            ack_wait=ack_wait,
+            max_in_flight=max_in_flight,
             max_deliver=max_deliver,
         )
         return _RecordingSubscription(sub, self.rec)
@@ -91,7 +94,9 @@ class _RecordingSubscription(Subscription):
         self.rec = rec
 
     async def fetch(self, max_messages: int, timeout: float) -> list[Delivery]:
-        return [_RecordingDelivery(d, self.rec) for d in await self.inner.fetch(max_messages, timeout)]
+        return [
+            _RecordingDelivery(d, self.rec) for d in await self.inner.fetch(max_messages, timeout)
+        ]
 
     async def close(self) -> None:
         await self.inner.close()
@@ -136,4 +141,3 @@ class _RecordingDelivery(Delivery):
 def recording(url: str, recorder: Recorder) -> RecordingBroker:
     """A fresh broker for ``url`` wrapped in a recorder."""
     return RecordingBroker(from_url(url), recorder)
-

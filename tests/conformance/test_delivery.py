@@ -87,14 +87,17 @@ async def test_input_is_acked_only_after_outputs_are_accepted(
         await eventually(lambda: ("acked", mid) in rec.events, what="input acked")
     acked_at = rec.events.index(("acked", mid))
     published = [
-        i for i, (kind, what) in enumerate(rec.events)
+        i
+        for i, (kind, what) in enumerate(rec.events)
         if kind == "published" and any(t in (topic("a"), topic("b")) for t, _ in what)
     ]
     assert published, "outputs were published"
     assert max(published) < acked_at, f"ack came before outputs were accepted: {rec.events}"
 
 
-async def test_dataclass_bytes_and_dict_inputs(broker_url: str, topic: Callable[[str], str]) -> None:
+async def test_dataclass_bytes_and_dict_inputs(
+    broker_url: str, topic: Callable[[str], str]
+) -> None:
     from dataclasses import dataclass
 
     @dataclass

@@ -76,7 +76,7 @@ async def test_redelivered_input_republishes_identical_ids(
         first = make(recording(broker_url, rec))
         async with first:
             await first.publish(topic("in"), {"n": 7})
-            await eventually(lambda: ("ack-dropped" in [e[0] for e in rec.events]), what="run 1")
+            await eventually(lambda: "ack-dropped" in [e[0] for e in rec.events], what="run 1")
         second = make(recording(broker_url, rec))
         async with second:
             await eventually(lambda: len(runs) == 2, timeout=40, what="redelivery after restart")

@@ -129,7 +129,9 @@ async def test_handler_overrunning_timeout_is_retried(
     attempts: list[int] = []
 
     @app.agent(
-        consumes=topic("in"), produces=topic("out"), timeout=0.5,
+        consumes=topic("in"),
+        produces=topic("out"),
+        timeout=0.5,
         retry=RetryPolicy(max_attempts=3, backoff=[0.1]),
     )
     async def slow(msg: dict[str, int], ctx: Context) -> dict[str, int]:
