@@ -18,6 +18,7 @@ __all__ = ["Claim", "ClaimState", "IdempotencyStore", "store_from_url"]
 _SCHEMES: dict[str, str] = {
     "memory": "agentflow.idempotency.memory:from_url",
     "sqlite": "agentflow.idempotency.sqlite:from_url",
+    "nats-kv": "agentflow.idempotency.nats_kv:from_url",
 }
 
 

@@ -1,0 +1,258 @@
+"""Idempotency store on a JetStream key-value bucket (the default with ``nats://`` brokers).
+
+One bucket per app (``AF_IDEM_<app>``). Every state change is a compare-and-set on the key's
+revision (``create`` = "no such key", ``update(last=revision)``), so two workers can never both
+acquire a key, exactly like the SQLite store's write transaction. A value records the state
+(running / free / done), the attempt count and an expiry in wall-clock epoch seconds (the
+lease for running keys, the TTL for done ones).
+
+JetStream 2.9 has no per-key TTL: the bucket's ``max_age`` (``?ttl=``, default 7 days) bounds
+how long any key is kept, so a completed key is remembered for ``min(ttl, bucket ttl)``.
+
+URLs: ``nats-kv://`` reuses the app's NATS broker connection; ``nats-kv://host:port/bucket``
+connects on its own (same options as the broker URL, plus ``ttl``/``replicas``/``storage``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import nats.errors
+import orjson
+from nats.js import api
+from nats.js.errors import (
+    APIError,
+    BucketNotFoundError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+)
+from nats.js.kv import KeyValue
+
+from agentflow.brokers.base import Broker, BrokerError
+from agentflow.brokers.nats import NatsBroker
+from agentflow.brokers.nats_config import parse_duration
+from agentflow.idempotency.base import Claim, ClaimState, IdempotencyStore
+
+__all__ = ["NatsKvStore", "from_url"]
+
+log = logging.getLogger("agentflow.idempotency.nats_kv")
+
+DEFAULT_BUCKET_TTL = 7 * 86400.0
+_RUNNING, _FREE, _DONE = "r", "f", "d"
+# Compare-and-set races are retried this often before a claim reports BUSY.
+_CAS_TRIES = 16
+_KEY_SAFE = re.compile(r"^[A-Za-z0-9_=-]+$")
+_STORE_OPTIONS = {"ttl", "replicas", "storage", "bucket"}
+
+
+def kv_key(key: str) -> str:
+    """Encode an arbitrary idempotency key as a valid KV key (deterministic)."""
+    encoded = base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+    if len(encoded) <= 200 and _KEY_SAFE.match(encoded):
+        return encoded
+    return "h_" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def bucket_name(app_name: str) -> str:
+    """The bucket of an app: ``AF_IDEM_<app>`` with unsafe characters replaced."""
+    return "AF_IDEM_" + re.sub(r"[^A-Za-z0-9_-]", "_", app_name)
+
+
+class NatsKvStore(IdempotencyStore):
+    """Idempotency keys in a JetStream KV bucket, changed only by revision-checked writes."""
+
+    def __init__(
+        self,
+        *,
+        bucket: str,
+        broker: Broker | None = None,
+        url: str | None = None,
+        bucket_ttl: float = DEFAULT_BUCKET_TTL,
+        replicas: int = 1,
+        storage: str = "file",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if broker is None and url is None:
+            raise ValueError("NatsKvStore needs a NATS broker or a nats:// URL")
+        self.bucket = bucket
+        self.bucket_ttl = bucket_ttl
+        self._broker = broker
+        self._url = url
+        self._replicas = replicas
+        self._storage = storage
+        self._clock = clock
+        self._own: NatsBroker | None = None
+        self._kv: KeyValue | None = None
+        # key -> (owner token, attempts) of claims this process holds.
+        self._held: dict[str, tuple[str, int]] = {}
+        self._warned_ttl = False
+
+    async def open(self) -> None:
+        """Bind the bucket, creating it when missing."""
+        if self._kv is not None:
+            return
+        conn = self._broker if isinstance(self._broker, NatsBroker) else None
+        if conn is None or not conn.connected:
+            # Another broker type (or a wrapper) was passed: open a connection of our own.
+            url = self._url or (self._broker.url if self._broker is not None else "")
+            self._own = NatsBroker(url)
+            await self._own.connect()
+            conn = self._own
+        js = conn.js
+        try:
+            try:
+                self._kv = await js.key_value(self.bucket)
+            except BucketNotFoundError:
+                self._kv = await js.create_key_value(
+                    api.KeyValueConfig(
+                        bucket=self.bucket,
+                        description="agentflow idempotency keys",
+                        history=1,
+                        ttl=self.bucket_ttl if self.bucket_ttl > 0 else None,
+                        replicas=self._replicas,
+                        storage=api.StorageType(self._storage),
+                    )
+                )
+                log.info("created KV bucket %s (ttl %.0fs)", self.bucket, self.bucket_ttl)
+        except APIError as exc:
+            if exc.err_code == 10058:  # created concurrently by another worker
+                self._kv = await js.key_value(self.bucket)
+            else:
+                await self.close()
+                raise BrokerError(f"cannot open KV bucket {self.bucket}: {exc}") from None
+
+    async def close(self) -> None:
+        """Drop the bucket handle (and the private connection, if any)."""
+        self._kv = None
+        if self._own is not None:
+            own, self._own = self._own, None
+            await own.close()
+
+    def _bucket(self) -> KeyValue:
+        if self._kv is None:
+            raise BrokerError(f"KV bucket {self.bucket} is not open")
+        return self._kv
+
+    async def _read(self, key: str) -> tuple[dict[str, Any] | None, int]:
+        """The stored record of ``key`` and its revision (0 when absent or deleted)."""
+        try:
+            entry = await self._bucket().get(key)
+        except KeyNotFoundError:
+            return None, 0
+        try:
+            record = orjson.loads(entry.value or b"")
+        except orjson.JSONDecodeError:
+            record = None
+        return (record if isinstance(record, dict) else None), entry.revision or 0
+
+    async def claim(self, key: str, lease: float) -> Claim:
+        """Acquire ``key`` with a revision-checked write, counting one more attempt."""
+        kv = self._bucket()
+        k = kv_key(key)
+        for _ in range(_CAS_TRIES):
+            now = self._clock()
+            record, revision = await self._read(k)
+            state, attempts = _decide(record, now)
+            if state is not ClaimState.ACQUIRED:
+                return Claim(state, attempts)
+            owner = uuid.uuid4().hex
+            value = orjson.dumps({"s": _RUNNING, "a": attempts, "e": now + lease, "o": owner})
+            try:
+                if revision == 0:
+                    await kv.create(k, value)
+                else:
+                    await kv.update(k, value, last=revision)
+            except KeyWrongLastSequenceError:
+                continue  # another worker wrote first: look again
+            self._held[key] = (owner, attempts)
+            return Claim(ClaimState.ACQUIRED, attempts)
+        return Claim(ClaimState.BUSY, 0)
+
+    async def complete(self, key: str, ttl: float) -> None:
+        """Mark ``key`` done until ``now + ttl`` (``ttl <= 0``: as long as the bucket keeps it)."""
+        if ttl > self.bucket_ttl > 0 and not self._warned_ttl:
+            self._warned_ttl = True
+            log.warning(
+                "idempotency ttl %.0fs exceeds KV bucket %s max age %.0fs; keys are kept "
+                "only that long",
+                ttl,
+                self.bucket,
+                self.bucket_ttl,
+            )
+        _, attempts = self._held.pop(key, ("", 1))
+        expires = self._clock() + ttl if ttl > 0 else 0
+        await self._bucket().put(
+            kv_key(key), orjson.dumps({"s": _DONE, "a": attempts, "e": expires})
+        )
+
+    async def release(self, key: str) -> None:
+        """Free the lease now if this process still owns it, keeping the attempt count."""
+        owner, _ = self._held.pop(key, ("", 0))
+        kv = self._bucket()
+        k = kv_key(key)
+        record, revision = await self._read(k)
+        if record is None or record.get("s") != _RUNNING or record.get("o") != owner:
+            return  # the lease expired and someone else holds the key now
+        value = orjson.dumps({"s": _FREE, "a": int(record.get("a", 1)), "e": 0})
+        try:
+            await kv.update(k, value, last=revision)
+        except KeyWrongLastSequenceError:
+            pass  # changed meanwhile: the other writer's state wins
+
+    async def forget(self, key: str) -> None:
+        """Delete ``key`` and its attempt count."""
+        self._held.pop(key, None)
+        try:
+            await self._bucket().delete(kv_key(key))
+        except (KeyNotFoundError, nats.errors.Error):
+            pass
+
+
+def _decide(record: dict[str, Any] | None, now: float) -> tuple[ClaimState, int]:
+    """Claim outcome and attempt count for a stored record (mirrors the SQLite store)."""
+    if record is None:
+        return ClaimState.ACQUIRED, 1
+    state = record.get("s")
+    attempts = int(record.get("a", 0))
+    expires = float(record.get("e", 0))
+    if state == _DONE:
+        if expires == 0 or expires > now:
+            return ClaimState.COMPLETED, attempts
+        return ClaimState.ACQUIRED, 1  # completion expired: the key is new again
+    if state == _RUNNING and expires > now:
+        return ClaimState.BUSY, attempts
+    return ClaimState.ACQUIRED, attempts + 1
+
+
+def from_url(url: str, broker: Broker | None = None, app_name: str | None = None) -> NatsKvStore:
+    """Build a store from ``nats-kv://[host:port][/bucket][?ttl=7d&replicas=1&storage=file]``."""
+    parts = urlsplit(url)
+    if parts.scheme != "nats-kv":
+        raise ValueError(f"bad NATS KV store URL {url!r}: expected nats-kv://")
+    query = dict(parse_qsl(parts.query))
+    store_opts = {k: query.pop(k) for k in list(query) if k in _STORE_OPTIONS}
+    bucket = parts.path.strip("/") or store_opts.get("bucket") or bucket_name(app_name or "app")
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", bucket):
+        raise ValueError(f"bad KV bucket name {bucket!r}: use letters, digits, _ and -")
+    own_url: str | None = None
+    if parts.netloc:
+        own_url = f"nats://{parts.netloc}" + (f"?{urlencode(query)}" if query else "")
+    elif broker is None:
+        raise ValueError(f"{url!r} names no server and no NATS broker was given")
+    ttl = store_opts.get("ttl")
+    return NatsKvStore(
+        bucket=bucket,
+        broker=None if own_url else broker,
+        url=own_url,
+        bucket_ttl=parse_duration(ttl, "ttl") if ttl else DEFAULT_BUCKET_TTL,
+        replicas=int(store_opts.get("replicas", "1")),
+        storage=store_opts.get("storage", "file"),
+    )
