@@ -26,9 +26,10 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from urllib.parse import parse_qs, urlsplit
 
 from agentflow.brokers.base import (
@@ -46,6 +47,7 @@ from agentflow.brokers.memory_group import (
     Group,
     Member,
     Record,
+    subject_matches,
     validate_topic,
 )
 
@@ -77,8 +79,22 @@ class _State:
         self.groups: dict[tuple[str, str], Group] = {}
         self.dedup = DedupWindow(dedup_window, dedup_max, time.monotonic)
         self.gseq = itertools.count(1)
+        # One lock for the whole state: re-entrant because appending offers to groups, which
+        # take it again. Uncontended in the usual one-loop case, so it costs next to nothing.
+        self.lock = threading.RLock()
 
-    def append(self, msg: OutMessage) -> None:
+    def publish(self, messages: Sequence[OutMessage]) -> None:
+        """Append every message not seen inside the dedup window."""
+        with self.lock:
+            for msg in messages:
+                dedup_id = msg.dedup_id or msg.message_id
+                # Per topic, like a NATS stream per subject: a DLQ copy or a replay may reuse
+                # the id of a message on another topic.
+                if dedup_id and not self.dedup.accept(f"{msg.topic}\x00{dedup_id}"):
+                    continue
+                self._append(msg)
+
+    def _append(self, msg: OutMessage) -> None:
         """Append one message to its topic log and offer it to every matching group."""
         topic = self.topics.get(msg.topic)
         if topic is None:
@@ -104,31 +120,38 @@ class _State:
 
     def group(self, name: str, pattern: str) -> Group:
         """Return the group (name, pattern), creating it with every retained matching message."""
-        group = self.groups.get((name, pattern))
-        if group is None:
-            probe = Group(name, pattern, ())
-            logs = [t.log.values() for n, t in self.topics.items() if probe.matches(n)]
-            backlog = heapq.merge(*logs, key=lambda r: r.gseq)
-            group = self.groups[(name, pattern)] = Group(name, pattern, backlog)
-        return group
+        with self.lock:
+            group = self.groups.get((name, pattern))
+            if group is None:
+                logs = [
+                    t.log.values() for n, t in self.topics.items() if subject_matches(pattern, n)
+                ]
+                backlog = heapq.merge(*logs, key=lambda r: r.gseq)
+                group = self.groups[(name, pattern)] = Group(name, pattern, backlog, self.lock)
+            return group
 
-    def records(self, topic: str) -> Iterator[Record]:
-        """The live records of ``topic`` in sequence order."""
-        log = self.topics.get(topic)
-        return iter(()) if log is None else iter(list(log.log.values()))
+    def records(self, topic: str) -> list[Record]:
+        """A snapshot of the live records of ``topic`` in sequence order."""
+        with self.lock:
+            log = self.topics.get(topic)
+            return [] if log is None else list(log.log.values())
 
-    def remove(self, topic: str, seqs: set[int]) -> int:
-        """Drop the records ``seqs`` of ``topic``; return how many existed."""
-        log = self.topics.get(topic)
-        if log is None:
-            return 0
-        count = 0
-        for seq in seqs:
-            record = log.log.pop(seq, None)
-            if record is not None:
-                record.removed = True
-                count += 1
-        return count
+    def remove(self, topic: str, seqs: set[int] | None) -> int:
+        """Drop the records ``seqs`` (all when None) of ``topic``; return how many existed."""
+        with self.lock:
+            log = self.topics.get(topic)
+            if log is None:
+                return 0
+            if seqs is None:
+                seqs = set(log.log)
+            count = 0
+            for seq in seqs:
+                record = log.log.pop(seq, None)
+                if record is not None:
+                    # Queued entries of this record are skipped when they come up.
+                    record.removed = True
+                    count += 1
+            return count
 
 
 _REGISTRY: dict[str, _State] = {}
@@ -208,27 +231,29 @@ class MemorySubscription(Subscription):
         """Deliveries handed to this subscription and not yet resolved."""
         return len(self._member.inflight)
 
-    # The timeout parameter is part of the Subscription protocol.
-    async def fetch(self, max_messages: int, timeout: float) -> list[Delivery]:  # noqa: ASYNC109
+    async def fetch(self, max_messages: int, timeout: float) -> list[Delivery]:
         """Return up to ``max_messages`` deliveries, waiting at most ``timeout`` seconds."""
         member, group = self._member, self._group
         deadline = time.monotonic() + max(0.0, timeout)
+        if member.closed:
+            raise BrokerError(
+                f"subscription of group {group.name!r} to {group.pattern!r} is closed"
+            )
         while True:
-            if member.closed:
-                return []
-            entries = group.take(member, max(0, max_messages))
-            if entries:
+            # Once closed while waiting, poll returns no entries and no waiter: we return [].
+            entries, fut = group.poll(member, max(0, max_messages))
+            if fut is None:
                 name = self._state.name
                 return [MemoryDelivery(group, e, name) for e in entries]
-            now = time.monotonic()
-            wait = deadline - now
-            if wait <= 0 or max_messages <= 0:
-                return []
-            due = group.next_due()
-            if due is not None:
-                wait = min(wait, max(0.0, due - now))
-            fut = group.add_waiter()
             try:
+                now = time.monotonic()
+                wait = deadline - now
+                if wait <= 0 or max_messages <= 0:
+                    return []
+                due = group.next_due()
+                if due is not None:
+                    # Wake for the next redelivery even when nothing is published meanwhile.
+                    wait = min(wait, max(0.0, due - now))
                 await asyncio.wait((fut,), timeout=wait)
             finally:
                 group.drop_waiter(fut)
@@ -283,15 +308,10 @@ class MemoryBroker(Broker):
 
     async def publish(self, messages: Sequence[OutMessage]) -> None:
         """Append every message to its topic log (durable on return, in-process)."""
-        state = self._state
-        for msg in messages:
-            dedup_id = msg.dedup_id or msg.message_id
-            if dedup_id and not state.dedup.accept(dedup_id):
-                continue
-            try:
-                state.append(msg)
-            except BrokerError as exc:
-                raise PublishError(str(exc)) from exc
+        try:
+            self._state.publish(messages)
+        except BrokerError as exc:
+            raise PublishError(str(exc)) from exc
 
     async def subscribe(
         self,
@@ -339,4 +359,4 @@ class MemoryBroker(Broker):
 
     async def purge(self, topic: str) -> int:
         """Delete every retained message of ``topic``; return how many were removed."""
-        return self._state.remove(topic, {r.seq for r in self._state.records(topic)})
+        return self._state.remove(topic, None)

@@ -7,9 +7,11 @@ broker; :mod:`agentflow.brokers.memory` wraps it in the async :class:`Subscripti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import heapq
 import itertools
+import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
@@ -21,6 +23,8 @@ from agentflow.brokers.base import BrokerError
 # Groups remember whether a topic matches their pattern; bounded so that a flood of distinct
 # topics cannot grow it without limit.
 _MATCH_CACHE_MAX = 10_000
+# Superseded timers are swept once at least this many (and half the heap) are dead.
+_COMPACT_MIN = 1024
 
 
 @lru_cache(maxsize=4096)
@@ -89,9 +93,10 @@ class Entry:
     state: State = State.READY
     deliveries: int = 0
     token: int = 0  # bumped on every hand-out, so stale timers and deliveries are recognised
-    deadline: float = 0.0
+    deadline: float = 0.0  # due time of the entry's live timer (ack deadline or nak delay)
     max_deliver: int = 0
     holder: Member | None = None
+    timed: bool = False  # whether one of the group's timers is live for this entry
 
 
 @dataclass(slots=True, eq=False)
@@ -112,19 +117,28 @@ class Member:
 
 
 class Group:
-    """A durable consumer: a (group name, pattern) pair with DeliverAll start."""
+    """A durable consumer: a (group name, pattern) pair with DeliverAll start.
 
-    def __init__(self, name: str, pattern: str, backlog: Iterable[Record]) -> None:
+    Every public method takes ``lock`` (shared by the broker state), so publishers and
+    consumers on different threads/event loops see consistent queues.
+    """
+
+    def __init__(
+        self, name: str, pattern: str, backlog: Iterable[Record], lock: threading.RLock
+    ) -> None:
         _compile(pattern)  # reject bad patterns before the group is registered
         self.name = name
         self.pattern = pattern
+        self._lock = lock
         self._matches: dict[str, bool] = {}
         self._ready: deque[Entry] = deque(Entry(r) for r in backlog)
         # Redeliveries and entries released by a key lock go before fresh messages.
         self._priority: deque[Entry] = deque()
         self._held: dict[str, deque[Entry]] = {}
         self._locks: dict[str, Entry] = {}
+        # (due, tiebreak, token, entry); superseded items stay until popped or compacted.
         self._timers: list[tuple[float, int, int, Entry]] = []
+        self._dead = 0  # superseded timers still in the heap
         self._tick = itertools.count()
         self._waiters: set[asyncio.Future[None]] = set()
 
@@ -141,53 +155,42 @@ class Group:
 
     def offer(self, record: Record) -> None:
         """Queue a freshly published record for this group."""
-        ready = self._ready
-        # Retention may have dropped the oldest records; shed them so an idle group stays small.
-        while ready and ready[0].record.removed:
-            ready.popleft()
-        ready.append(Entry(record))
-        self.notify()
-
-    # -- waiting ---------------------------------------------------------------------------
-
-    def add_waiter(self) -> asyncio.Future[None]:
-        """Register a future (of the running loop) that is resolved on the next change."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.add(fut)
-        return fut
-
-    def drop_waiter(self, fut: asyncio.Future[None]) -> None:
-        """Forget a waiter registered with :meth:`add_waiter`."""
-        self._waiters.discard(fut)
-
-    def notify(self) -> None:
-        """Wake every waiting fetch so it re-checks the queues."""
-        waiters, self._waiters = self._waiters, set()
-        try:
-            current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            current = None
-        for fut in waiters:
-            if fut.done():
-                continue
-            loop = fut.get_loop()
-            if loop is current:
-                fut.set_result(None)
-            elif not loop.is_closed():
-                # A waiter of another loop (another thread): wake it on its own loop.
-                loop.call_soon_threadsafe(_wake, fut)
-
-    def next_due(self) -> float | None:
-        """Monotonic time of the earliest pending timer, if any."""
-        return self._timers[0][0] if self._timers else None
+        with self._lock:
+            ready = self._ready
+            # Retention drops the oldest records; shed them so an idle group stays small.
+            while ready and ready[0].record.removed:
+                ready.popleft()
+            ready.append(Entry(record))
+            self._notify()
 
     # -- handing out -----------------------------------------------------------------------
 
-    def take(self, member: Member, wanted: int) -> list[Entry]:
-        """Hand up to ``wanted`` entries to ``member``, respecting its in-flight limit."""
+    def poll(self, member: Member, wanted: int) -> tuple[list[Entry], asyncio.Future[None] | None]:
+        """Hand out up to ``wanted`` entries, or register a waiter (atomically) when none."""
+        with self._lock:
+            entries = self._take(member, wanted)
+            if entries or member.closed:
+                return entries, None
+            # Registered under the lock, so a publish from another thread cannot slip between
+            # the empty take and the wait.
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.add(fut)
+            return entries, fut
+
+    def drop_waiter(self, fut: asyncio.Future[None]) -> None:
+        """Forget a waiter returned by :meth:`poll`."""
+        with self._lock:
+            self._waiters.discard(fut)
+
+    def next_due(self) -> float | None:
+        """Monotonic time of the earliest pending timer, if any."""
+        with self._lock:
+            return self._timers[0][0] if self._timers else None
+
+    def _take(self, member: Member, wanted: int) -> list[Entry]:
         now = time.monotonic()
         self._fire_timers(now)
-        room = member.capacity(wanted)
+        room = 0 if member.closed else member.capacity(wanted)
         out: list[Entry] = []
         while room > 0:
             entry = self._next_deliverable()
@@ -200,8 +203,7 @@ class Group:
             entry.max_deliver = member.max_deliver
             member.inflight.add(entry)
             if member.ack_wait > 0:
-                entry.deadline = now + member.ack_wait
-                self._push_timer(entry.deadline, entry)
+                self._schedule(entry, now + member.ack_wait)
             out.append(entry)
             room -= 1
         return out
@@ -232,42 +234,46 @@ class Group:
 
     def ack(self, entry: Entry) -> None:
         """Finish ``entry`` (ack or term); accepted from any delivery of an unfinished entry."""
-        if entry.state is not State.DONE:
-            self._finish(entry)
-            self.notify()
+        with self._lock:
+            if entry.state is not State.DONE:
+                self._finish(entry)
+                self._notify()
 
     def nak(self, entry: Entry, token: int, delay: float) -> None:
         """Redeliver after ``delay``; ignored unless ``token`` is the current delivery."""
-        if entry.token == token and entry.state is State.INFLIGHT:
-            self._requeue(entry, delay)
-            self.notify()
+        with self._lock:
+            if entry.token == token and entry.state is State.INFLIGHT:
+                self._requeue(entry, delay)
+                self._notify()
 
     def extend(self, entry: Entry, token: int) -> None:
         """Push the ack deadline of the current delivery ``token`` out by its ack_wait."""
-        holder = entry.holder
-        if entry.token == token and entry.state is State.INFLIGHT and holder is not None:
-            if holder.ack_wait > 0:
-                entry.deadline = time.monotonic() + holder.ack_wait
-                self._push_timer(entry.deadline, entry)
+        with self._lock:
+            holder = entry.holder
+            if entry.token == token and entry.state is State.INFLIGHT and holder is not None:
+                if holder.ack_wait > 0:
+                    self._schedule(entry, time.monotonic() + holder.ack_wait)
 
     def hand_back(self, member: Member) -> None:
         """Return every entry ``member`` holds for immediate redelivery."""
-        member.closed = True
-        for entry in sorted(member.inflight, key=lambda e: e.record.gseq):
-            self._requeue(entry, 0.0)
-        member.inflight.clear()
-        self.notify()
+        with self._lock:
+            member.closed = True
+            for entry in sorted(member.inflight, key=lambda e: e.record.gseq):
+                self._requeue(entry, 0.0)
+            member.inflight.clear()
+            self._notify()
 
     def _requeue(self, entry: Entry, delay: float) -> None:
         """Put an unacked entry back, or end it once it used up max_deliver."""
         self._release_holder(entry)
+        self._kill_timer(entry)
         if 0 < entry.max_deliver <= entry.deliveries:
             self._finish(entry)
             return
         # The entry keeps its key lock while it waits, so later messages of the key stay behind.
         if delay > 0:
             entry.state = State.DELAYED
-            self._push_timer(time.monotonic() + delay, entry)
+            self._schedule(entry, time.monotonic() + delay)
         else:
             entry.state = State.READY
             self._priority.append(entry)
@@ -275,6 +281,7 @@ class Group:
     def _finish(self, entry: Entry) -> None:
         """Mark ``entry`` done and pass its key lock to the next held message of the key."""
         self._release_holder(entry)
+        self._kill_timer(entry)
         entry.state = State.DONE
         key = entry.record.key
         if key is None or self._locks.get(key) is not entry:
@@ -298,25 +305,75 @@ class Group:
 
     # -- timers ----------------------------------------------------------------------------
 
-    def _push_timer(self, due: float, entry: Entry) -> None:
-        earliest = self.next_due()
-        heapq.heappush(self._timers, (due, next(self._tick), entry.token, entry))
-        if earliest is None or due < earliest:
+    def _schedule(self, entry: Entry, due: float) -> None:
+        """Make ``due`` the entry's one live timer (ack deadline or end of a nak delay)."""
+        self._kill_timer(entry)
+        entry.deadline = due
+        entry.timed = True
+        timers = self._timers
+        earlier = not timers or due < timers[0][0]
+        heapq.heappush(timers, (due, next(self._tick), entry.token, entry))
+        if earlier:
             # Sleeping fetches computed their wake-up from the old earliest timer.
-            self.notify()
+            self._notify()
+
+    def _kill_timer(self, entry: Entry) -> None:
+        """Mark the entry's live timer superseded; sweep the heap once mostly dead."""
+        if not entry.timed:
+            return
+        entry.timed = False
+        self._dead += 1
+        # Amortised O(1): a sweep costs O(n) and happens only after n/2 timers died.
+        if self._dead >= _COMPACT_MIN and 2 * self._dead >= len(self._timers):
+            self._timers = [t for t in self._timers if self._live(t)]
+            heapq.heapify(self._timers)
+            self._dead = 0
+
+    @staticmethod
+    def _live(item: tuple[float, int, int, Entry]) -> bool:
+        due, _, token, entry = item
+        return (
+            entry.timed
+            and entry.token == token
+            and entry.deadline == due
+            and entry.state in (State.INFLIGHT, State.DELAYED)
+        )
 
     def _fire_timers(self, now: float) -> None:
         """Apply every timer that is due: ack-deadline expiries and nak delays."""
         timers = self._timers
         while timers and timers[0][0] <= now:
-            _, _, token, entry = heapq.heappop(timers)
-            if entry.token != token:
-                continue  # stale: the entry was delivered again since
+            item = heapq.heappop(timers)
+            entry = item[3]
+            if not self._live(item):
+                self._dead = max(0, self._dead - 1)
+                continue
+            entry.timed = False
             if entry.state is State.DELAYED:
                 entry.state = State.READY
                 self._priority.append(entry)
-            elif entry.state is State.INFLIGHT and entry.deadline <= now:
+            else:
                 self._requeue(entry, 0.0)
+
+    # -- waking ----------------------------------------------------------------------------
+
+    def _notify(self) -> None:
+        """Wake every waiting fetch so it re-checks the queues."""
+        waiters, self._waiters = self._waiters, set()
+        try:
+            current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        for fut in waiters:
+            if fut.done():
+                continue
+            loop = fut.get_loop()
+            if loop is current:
+                fut.set_result(None)
+            else:
+                # A waiter of another loop (another thread): wake it on its own loop.
+                with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                    loop.call_soon_threadsafe(_wake, fut)
 
 
 def _wake(fut: asyncio.Future[None]) -> None:

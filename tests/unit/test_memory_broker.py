@@ -292,7 +292,8 @@ async def test_close_hands_back(broker: MemoryBroker) -> None:
     got = await s1.fetch(10, 0.1)
     assert len(got) == 2
     await s1.close()
-    assert await s1.fetch(10, 0.0) == []
+    with pytest.raises(BrokerError, match="closed"):
+        await s1.fetch(10, 0.0)
     s2 = await sub_of(broker, "cl", "g")
     again = await s2.fetch(10, 0.1)
     assert bodies(again) == ["a", "b"]
@@ -398,3 +399,132 @@ async def test_state_survives_event_loop_change(broker: MemoryBroker) -> None:
         return asyncio.run(run())
 
     assert await asyncio.to_thread(other_loop) == ["z"]
+
+
+async def test_close_wakes_waiting_fetch(broker: MemoryBroker) -> None:
+    sub = await sub_of(broker, "cw", "g")
+    task = asyncio.create_task(sub.fetch(1, 5.0))
+    await asyncio.sleep(0.02)
+    start = time.monotonic()
+    await sub.close()
+    assert await asyncio.wait_for(task, 1.0) == []
+    assert time.monotonic() - start < 0.5
+
+
+async def test_nak_delay_longer_than_ack_wait(broker: MemoryBroker) -> None:
+    # The old ack deadline must not cut a nak delay short.
+    sub = await sub_of(broker, "nl", "g", ack_wait=0.05)
+    await broker.publish([msg("nl", "x")])
+    (d,) = await sub.fetch(1, 0.1)
+    start = time.monotonic()
+    await d.nak(0.25)
+    again = await sub.fetch(1, 2.0)
+    assert again and again[0].delivery_count == 2
+    assert time.monotonic() - start >= 0.23
+
+
+async def test_max_deliver_counts_ack_deadline_expiries(broker: MemoryBroker) -> None:
+    sub = await sub_of(broker, "mx", "g", ack_wait=0.03, max_deliver=2)
+    await broker.publish([msg("mx", "x", key="k"), msg("mx", "y", key="k")])
+    counts = [d.delivery_count for d in await sub.fetch(5, 0.1)]
+    counts += [d.delivery_count for d in await sub.fetch(5, 1.0)]
+    # x expires twice and is given up; only then may y (same key) go out.
+    nxt = await sub.fetch(5, 1.0)
+    assert counts == [1, 2]
+    assert bodies(nxt) == ["y"] and nxt[0].delivery_count == 1
+
+
+async def test_nak_delay_holds_key(broker: MemoryBroker) -> None:
+    sub = await sub_of(broker, "hk", "g")
+    await broker.publish([msg("hk", "a1", key="a"), msg("hk", "a2", key="a"), msg("hk", "b1")])
+    first = await sub.fetch(10, 0.1)
+    assert bodies(first) == ["a1", "b1"]
+    await first[0].nak(0.1)
+    await first[1].ack()
+    assert await sub.fetch(10, 0.05) == []  # a2 waits behind a1's delay
+    again = await sub.fetch(10, 1.0)
+    assert bodies(again) == ["a1"]
+    await again[0].ack()
+    assert bodies(await sub.fetch(10, 0.1)) == ["a2"]
+
+
+async def test_group_identity_includes_pattern(broker: MemoryBroker) -> None:
+    one = await sub_of(broker, "gp.a", "same")
+    other = await sub_of(broker, "gp.*", "same")
+    await broker.publish([msg("gp.a", "x")])
+    assert bodies(await one.fetch(5, 0.1)) == ["x"]
+    assert bodies(await other.fetch(5, 0.1)) == ["x"]
+
+
+async def test_dedup_is_per_topic(broker: MemoryBroker) -> None:
+    a = await sub_of(broker, "dt.a", "g")
+    b = await sub_of(broker, "dt.b", "g")
+    await broker.publish([msg("dt.a", "1", mid="same"), msg("dt.b", "2", mid="same")])
+    assert bodies(await a.fetch(5, 0.1)) == ["1"]
+    assert bodies(await b.fetch(5, 0.1)) == ["2"]
+
+
+async def test_fallback_id_stable_across_redelivery(broker: MemoryBroker) -> None:
+    sub = await sub_of(broker, "fb", "g")
+    await broker.publish([OutMessage("fb", b"raw", {})])  # no af-id: a foreign producer
+    (d1,) = await sub.fetch(1, 0.1)
+    await d1.nak()
+    (d2,) = await sub.fetch(1, 0.1)
+    assert d1.fallback_id == d2.fallback_id and d2.delivery_count == 2
+
+
+async def test_publish_from_another_thread_wakes_fetch(broker: MemoryBroker) -> None:
+    sub = await sub_of(broker, "th", "g")
+
+    def publish_elsewhere() -> None:
+        time.sleep(0.05)
+        asyncio.run(broker.publish([msg("th", "x")]))
+
+    start = time.monotonic()
+    thread = asyncio.create_task(asyncio.to_thread(publish_elsewhere))
+    got = await sub.fetch(1, 3.0)
+    await thread
+    assert bodies(got) == ["x"]
+    assert time.monotonic() - start < 1.0
+
+
+async def test_timer_heap_stays_bounded(broker: MemoryBroker) -> None:
+    sub = await sub_of(broker, "hp", "g", ack_wait=60.0, max_in_flight=0)
+    await broker.publish([msg("hp", str(i)) for i in range(5000)])
+    for d in await sub.fetch(5000, 0.1):
+        await d.in_progress()
+        await d.ack()
+    group = broker._state.groups[("g", "hp")]
+    # Acked and extended deadlines are swept, not kept for the whole ack_wait.
+    assert len(group._timers) <= 2048
+
+
+async def test_stress_order_and_completeness(broker: MemoryBroker) -> None:
+    subs = [await sub_of(broker, "st.>", "g", ack_wait=0.05, max_in_flight=5) for _ in range(3)]
+    n, keys = 300, 7
+    await broker.publish(
+        [msg(f"st.{i % 2}", f"{i % keys}:{i}", key=f"k{i % keys}") for i in range(n)]
+    )
+    done: dict[int, list[int]] = {k: [] for k in range(keys)}
+    tries: dict[int, int] = {}
+
+    async def work(sub: Subscription) -> None:
+        idle = 0
+        while idle < 3:
+            batch = await sub.fetch(5, 0.1)
+            idle = 0 if batch else idle + 1
+            for d in batch:
+                k, i = map(int, d.payload.decode().split(":"))
+                tries[i] = tries.get(i, 0) + 1
+                if i % 11 == 0 and tries[i] == 1:
+                    continue  # drop it: the ack deadline brings it back
+                if i % 13 == 0 and tries[i] < 3:
+                    await d.nak(0.005)
+                    continue
+                await d.in_progress()
+                done[k].append(i)
+                await d.ack()
+
+    await asyncio.wait_for(asyncio.gather(*(work(s) for s in subs)), 20)
+    for k in range(keys):
+        assert done[k] == list(range(k, n, keys))
