@@ -63,26 +63,37 @@ class SqliteStore(IdempotencyStore):
         """Run ``fn`` with the connection on the store's own thread, opening on first use."""
         if self._executor is None:
             await self.open()
-        assert self._executor is not None
+        executor = self._executor
+        if executor is None:
+            raise RuntimeError(f"idempotency store {self.path!r} could not be opened")
 
         def call() -> _T:
-            assert self._conn is not None
+            # The executor is FIFO on one thread, so a concurrent open's connect ran first.
+            if self._conn is None:
+                raise RuntimeError(f"idempotency store {self.path!r} is not open")
             return fn(self._conn)
 
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        return await asyncio.get_running_loop().run_in_executor(executor, call)
 
     async def open(self) -> None:
-        """Create the file and table if needed; idempotent."""
+        """Create the file and table if needed; idempotent and safe to call concurrently."""
         if self._executor is not None:
             return
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="af-sqlite")
-        loop = asyncio.get_running_loop()
+        # Set before the first await, so concurrent callers queue behind this connect.
+        executor = self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="af-sqlite"
+        )
+
+        def connect() -> None:
+            self._conn = self._connect()
+
         try:
-            self._conn = await loop.run_in_executor(executor, self._connect)
+            await asyncio.get_running_loop().run_in_executor(executor, connect)
         except BaseException:
+            if self._executor is executor:
+                self._executor = None
             executor.shutdown(wait=False)
             raise
-        self._executor = executor
 
     def _connect(self) -> sqlite3.Connection:
         directory = os.path.dirname(self.path)

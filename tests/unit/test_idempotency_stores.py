@@ -184,6 +184,25 @@ async def test_sqlite_opens_lazily_and_purges_expired(tmp_path: Path, clock: Clo
     assert keys == ["new"]
 
 
+async def test_sqlite_concurrent_first_use(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path / "lazy.db")
+    try:
+        claims = await asyncio.gather(*(s.claim(f"k{i}", 10) for i in range(10)))
+        assert [c.state for c in claims] == [A] * 10
+    finally:
+        await s.close()
+
+
+async def test_sqlite_open_failure_is_reported(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    s = SqliteStore(blocker / "idem.db")
+    with pytest.raises(OSError):
+        await s.open()
+    with pytest.raises(OSError):
+        await s.claim("k", 1)  # retries the open, fails the same way
+
+
 async def test_two_sqlite_stores_race_on_claim(tmp_path: Path) -> None:
     path = tmp_path / "shared.db"
     stores = [SqliteStore(path) for _ in range(4)]
