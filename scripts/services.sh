@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Local brokers for development and CI, all on 127.0.0.1, no Docker.
 #
-#   scripts/services.sh start  [nats|kafka|redis|all]   (default: all) idempotent
+#   scripts/services.sh start  [nats|kafka|redis|all]...  (default: all) idempotent
 #   scripts/services.sh stop   [nats|kafka|redis|all]   stops what this script started (pid files)
 #   scripts/services.sh status [nats|kafka|redis|all]   exit 0 only if all named are serving
 #   scripts/services.sh env                             the AGENTFLOW_TEST_* lines to export
@@ -501,9 +501,13 @@ main() {
     local cmd=${1:-}
     [[ -n $cmd ]] || usage
     shift
-    case ${1:-all} in all | nats | kafka | redis) ;; *) usage ;; esac
-    local -a svcs
-    read -r -a svcs <<<"$(services_from "${1:-all}")"
+    local -a svcs=()
+    local arg
+    for arg in "${@:-all}"; do
+        case $arg in all | nats | kafka | redis) ;; *) usage ;; esac
+        # shellcheck disable=SC2207
+        svcs+=($(services_from "$arg"))
+    done
     case $cmd in
         start)
             with_lock
@@ -519,8 +523,8 @@ main() {
             for svc in "${svcs[@]}"; do stop_one "$svc"; done
             ;;
         restart)
-            "$0" stop "${1:-all}"
-            exec "$0" start "${1:-all}"
+            "$0" stop "${svcs[@]}"
+            exec "$0" start "${svcs[@]}"
             ;;
         status)
             local svc rc=0
@@ -529,8 +533,8 @@ main() {
             ;;
         env) print_env "${svcs[@]}" ;;
         logs)
-            [[ -n ${1:-} && ${1:-} != all ]] || usage
-            local f=$STATE/$1/$1.log
+            [[ ${#svcs[@]} -eq 1 ]] || usage
+            local f=$STATE/${svcs[0]}/${svcs[0]}.log
             [[ -f $f ]] || die "no log at $f"
             tail -n "${LINES:-60}" "$f"
             ;;

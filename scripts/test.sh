@@ -121,11 +121,11 @@ do_services() {
         managed+=("$svc")
         "$SERVICES" status "$svc" >/dev/null 2>&1 || to_start+=("$svc")
     done
-    for svc in "${to_start[@]}"; do
+    if ((${#to_start[@]})); then
         # Record before starting so a half-started broker is still stopped at the end.
-        STARTED_SERVICES+=("$svc")
-        "$SERVICES" start "$svc" >/dev/null || rc=1
-    done
+        STARTED_SERVICES+=("${to_start[@]}")
+        "$SERVICES" start "${to_start[@]}" >/dev/null || rc=1
+    fi
     for svc in "${managed[@]}"; do "$SERVICES" status "$svc" || rc=1; done
     for svc in nats kafka redis; do
         var=$(url_var "$svc")
