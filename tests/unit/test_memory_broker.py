@@ -191,15 +191,6 @@ async def test_nak_delay_timing(broker: MemoryBroker) -> None:
     assert 0.18 <= elapsed < 0.6
 
 
-async def test_nak_without_delay_is_immediate(broker: MemoryBroker) -> None:
-    sub = await sub_of(broker, "n0", "g")
-    await broker.publish([msg("n0", "x")])
-    (d,) = await sub.fetch(1, 0.1)
-    await d.nak()
-    again = await sub.fetch(1, 0.0)
-    assert [a.delivery_count for a in again] == [2]
-
-
 async def test_term_stops_redelivery(broker: MemoryBroker) -> None:
     sub = await sub_of(broker, "tm", "g", ack_wait=0.05, max_in_flight=10, max_deliver=0)
     await broker.publish([msg("tm", "x")])
@@ -308,6 +299,10 @@ async def test_dedup_window(broker: MemoryBroker) -> None:
     dup = OutMessage(topic="dd", payload=b"5", headers={"af-id": "third"}, dedup_id="dk")
     await broker.publish([out, dup])
     assert bodies(await sub.fetch(10, 0.1)) == ["1", "4"]
+    # The window is per topic: a DLQ copy or replay may carry the id of a message elsewhere.
+    other = await sub_of(broker, "dd2", "g")
+    await broker.publish([msg("dd2", "6", mid="same")])
+    assert bodies(await other.fetch(10, 0.1)) == ["6"]
 
 
 async def test_dedup_window_expires() -> None:
@@ -454,14 +449,6 @@ async def test_group_identity_includes_pattern(broker: MemoryBroker) -> None:
     await broker.publish([msg("gp.a", "x")])
     assert bodies(await one.fetch(5, 0.1)) == ["x"]
     assert bodies(await other.fetch(5, 0.1)) == ["x"]
-
-
-async def test_dedup_is_per_topic(broker: MemoryBroker) -> None:
-    a = await sub_of(broker, "dt.a", "g")
-    b = await sub_of(broker, "dt.b", "g")
-    await broker.publish([msg("dt.a", "1", mid="same"), msg("dt.b", "2", mid="same")])
-    assert bodies(await a.fetch(5, 0.1)) == ["1"]
-    assert bodies(await b.fetch(5, 0.1)) == ["2"]
 
 
 async def test_fallback_id_stable_across_redelivery(broker: MemoryBroker) -> None:
