@@ -16,9 +16,13 @@ A product backbone, not a mock: it gives the full semantics of :mod:`agentflow.b
   mean unlimited. After ``max_deliver`` deliveries a message is not redelivered again.
 - Redeliveries are driven by a timer heap checked on fetch; a waiting fetch sleeps until the
   earliest timer or a publish/ack wakes it, never polling.
+- The dedup window (``dedup_id`` or ``af-id``, 120 s, bounded) is per topic, like a NATS
+  stream per subject, so a dead-letter copy or a replay may reuse an id from another topic.
+- A fetch on a closed subscription raises :class:`BrokerError`; ``ack``/``term`` of an older
+  delivery of a message that is still pending still finish it (the work was done).
 
-The state is only safe to use from one thread at a time (one event loop); successive loops,
-as in tests, are fine because no asyncio object is created before it is needed.
+One lock guards a state, so publishers and consumers may live on different threads and event
+loops; asyncio futures are made per fetch on the running loop, never at construction.
 """
 
 from __future__ import annotations
