@@ -168,6 +168,14 @@ spawn() { # <svc> <logfile> <cmd...>
     shift 2
     setsid "$@" </dev/null >>"$logf" 2>&1 8>&- 9>&- &
     echo $! >"$(pidfile "$svc")"
+    disown $! 2>/dev/null || true
+}
+
+abandon() { # <svc>: a start failed -- do not leave a half-started process behind
+    local pid
+    pid=$(managed_pid "$1")
+    [[ -n $pid ]] && kill -KILL "$pid" 2>/dev/null
+    rm -f "$(pidfile "$1")"
 }
 
 log_tail() { # <file>
@@ -206,6 +214,7 @@ start_nats() {
         fi
         if (( $(date +%s) >= deadline )); then
             log_tail "$dir/nats.log"
+            abandon nats
             die "nats-server did not become ready on $HOST:$NATS_PORT within ${NATS_WAIT}s"
         fi
         sleep 0.1
@@ -241,6 +250,7 @@ start_redis() {
         fi
         if (( $(date +%s) >= deadline )); then
             log_tail "$dir/redis.log"
+            abandon redis
             die "redis-server did not answer PING on $HOST:$REDIS_PORT within ${REDIS_WAIT}s"
         fi
         sleep 0.1
@@ -412,7 +422,8 @@ start_kafka() {
         0) ;;
         2) log_tail "$dir/kafka.log" 60; die "Kafka exited during start-up (log above: $dir/kafka.log)" ;;
         *) log_tail "$dir/kafka.log" 60
-           die "Kafka did not serve metadata on $HOST:$KAFKA_PORT within ${KAFKA_WAIT}s (pid $pid still running; log: $dir/kafka.log)" ;;
+           abandon kafka
+           die "Kafka did not serve metadata on $HOST:$KAFKA_PORT within ${KAFKA_WAIT}s (killed pid $pid; log: $dir/kafka.log)" ;;
     esac
     log "kafka: started Kafka $(kafka_version) (pid $pid) on $HOST:$KAFKA_PORT, in $(elapsed "$t1") (total $(elapsed "$t0"))"
 }
