@@ -18,7 +18,6 @@ from agentflow.workflow.build import build_app
 from agentflow.workflow.diagnostics import Severity
 from agentflow.workflow.graph import render
 from agentflow.workflow.live import View
-from agentflow.workflow.plan import AgentPlan
 from agentflow.workflow.spec import json_schema
 from agentflow.workflow.validate import Checked, check_file
 
@@ -99,7 +98,7 @@ def read_inputs(inputs: Mapping[str, str | os.PathLike[str]]) -> dict[str, list[
     return out
 
 
-def settle_time(plans: Sequence[AgentPlan], app: App) -> float:
+def settle_time(app: App) -> float:
     """How long nothing must happen before the run counts as idle.
 
     A message waiting out a retry delay is in no handler, so "idle" must outlast the longest
@@ -115,14 +114,18 @@ def settle_time(plans: Sequence[AgentPlan], app: App) -> float:
     return max(0.5, longest + 0.5)
 
 
-async def _drive(
+async def drive(
     app: App,
     payloads: Mapping[str, list[Any]],
+    *,
     until_idle: bool,
-    view: View,
-    quiet: float,
-    topic_prefix: str,
+    view: View | None = None,
+    quiet: float | None = None,
+    topic_prefix: str = "",
 ) -> None:
+    """Start ``app``, publish ``payloads``, run until idle (or a signal), then stop it."""
+    if quiet is None:
+        quiet = settle_time(app)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -134,7 +137,8 @@ async def _drive(
                 for item in items:
                     await app.publish(topic_prefix + topic, item)
             while not stop.is_set():
-                view.refresh()
+                if view is not None:
+                    view.refresh()
                 if until_idle:
                     if await app.wait_idle(timeout=_PollSeconds, quiet=quiet):
                         break
@@ -174,14 +178,7 @@ def run_workflow(
     install_event_loop_policy()
     try:
         asyncio.run(
-            _drive(
-                app,
-                payloads,
-                until_idle,
-                view,
-                settle_time(list(checked.plans.values()), app),
-                topic_prefix,
-            )
+            drive(app, payloads, until_idle=until_idle, view=view, topic_prefix=topic_prefix)
         )
     except Exception as exc:  # a broker that cannot be reached, a store that cannot open
         view.close()
@@ -196,6 +193,7 @@ __all__ = [
     "EXIT_INVALID",
     "EXIT_OK",
     "WorkflowInvalid",
+    "drive",
     "graph",
     "read_inputs",
     "run_workflow",

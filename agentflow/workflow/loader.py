@@ -19,6 +19,8 @@ from agentflow.workflow.interpolate import InterpolationError, has_reference, in
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _STR_TAG = "tag:yaml.org,2002:str"
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
 _MAX_DEPTH = 64  # an alias cycle would otherwise recurse forever
 
 
@@ -112,6 +114,16 @@ class _Builder:
         if depth > _MAX_DEPTH:
             self.error(
                 _mark(node.start_mark), path, "nesting is too deep", "expected no alias cycles"
+            )
+            return None
+        if node.tag not in (_MAP_TAG, _SEQ_TAG) and not isinstance(node, yaml.ScalarNode):
+            # The safe loader would build sets/ordered maps; a workflow has no use for them,
+            # and anything else (python/* tags) must never be constructed.
+            self.error(
+                _mark(node.start_mark),
+                path,
+                f"unsupported YAML tag {node.tag}",
+                "expected plain mappings, lists and scalars",
             )
             return None
         if isinstance(node, yaml.MappingNode):

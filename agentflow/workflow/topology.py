@@ -42,7 +42,10 @@ def outputs(plan: AgentPlan) -> list[Edge]:
             )
             for topic in targets
         ]
-    return [Edge(plan.name, t, None, False, (*plan.path, "produces")) for t in plan.produces]
+    return [
+        Edge(plan.name, t, None, False, (*plan.path, "produces", i))
+        for i, t in enumerate(plan.produces)
+    ]
 
 
 def _consumed_by(topic: str, plans: Iterable[AgentPlan]) -> list[str]:
@@ -98,7 +101,7 @@ def warnings(
                 source.key(path),
                 path,
                 "agents form a cycle: " + " -> ".join([c.name for c in cycle] + [cycle[0].name]),
-                "an acyclic flow, unless the loop ends by design (each pass must terminate)",
+                "expected an acyclic flow, or a loop that ends by design",
                 Severity.WARNING,
             )
         )
