@@ -44,6 +44,22 @@ log = logging.getLogger("agentflow.brokers.nats")
 _API_TIMEOUT = 10.0
 
 
+class _TlsOnlyClient(Client):
+    """A client that refuses to talk to a server not offering TLS.
+
+    nats-py upgrades to TLS only when the server *requires* it and otherwise carries on in
+    plain text (credentials included), even for ``tls://`` URLs.
+    """
+
+    async def _process_info(self, info: dict[str, Any], initial_connection: bool = False) -> None:
+        if initial_connection:
+            if info.get("tls_available") and not info.get("tls_required"):
+                info["tls_required"] = True  # the server allows TLS: use it
+            if not info.get("tls_required"):
+                raise nats.errors.Error("nats: TLS was requested but the server does not offer it")
+        await super()._process_info(info, initial_connection)
+
+
 class NatsDelivery(Delivery):
     """One JetStream message handed to a subscriber."""
 
@@ -223,6 +239,7 @@ class NatsBroker(Broker):
         self._streams: StreamMapper | None = None
         self._publisher: Publisher | None = None
         self._subscriptions: set[NatsSubscription] = set()
+        self._closing = False
 
     @property
     def display_url(self) -> str:
@@ -265,20 +282,26 @@ class NatsBroker(Broker):
         """Connect (bounded), check JetStream, then reconnect forever on later losses."""
         if self._nc is not None:
             return
+        self._closing = False
         s = self.settings
-        quiet = True  # connection errors during the first connect go into the BrokerError
+        quiet = True  # errors of the first connect go into the BrokerError, not the log
+        first_errors: list[BaseException] = []
 
         async def on_error(exc: Exception) -> None:
-            if not quiet:
+            if quiet:
+                first_errors.append(exc)
+            else:
                 log.warning("NATS %s: %s", s.display_url, exc or type(exc).__name__)
 
         async def on_disconnect() -> None:
+            if self._closing or quiet:
+                return
             log.warning("NATS disconnected from %s; reconnecting", s.display_url)
 
         async def on_reconnect() -> None:
             log.warning("NATS reconnected to %s", s.display_url)
 
-        nc = Client()
+        nc = _TlsOnlyClient() if s.tls is not None else Client()
         attempts_timeout = s.connect_timeout * 2 * len(s.servers) + 1.0
         try:
             await asyncio.wait_for(
@@ -296,7 +319,9 @@ class NatsBroker(Broker):
                 timeout=attempts_timeout,
             )
         except (OSError, TimeoutError, nats.errors.Error) as exc:
-            reason = nc.last_error or exc
+            # The most telling failure: an auth/TLS error beats "no servers".
+            seen = [e for e in first_errors if not isinstance(e, nats.errors.NoServersError)]
+            reason = seen[-1] if seen else (nc.last_error or exc)
             await _quiet_close(nc)
             raise BrokerError(
                 f"cannot connect to NATS at {s.display_url}: {_describe(reason)}"
@@ -324,6 +349,7 @@ class NatsBroker(Broker):
 
     async def close(self) -> None:
         """Close subscriptions (handing back unsettled work), flush acks, disconnect."""
+        self._closing = True
         for sub in list(self._subscriptions):
             await sub.close()
         if self._publisher is not None:
@@ -436,8 +462,8 @@ class NatsBroker(Broker):
             except NotFoundError:
                 pass  # already gone: removal is idempotent
             except APIError as exc:
-                if "no message found" in str(exc.description or "").lower():
-                    continue
+                if "not found" in str(exc.description or "").lower():
+                    continue  # 10043 "sequence N not found": deleted earlier
                 raise BrokerError(f"cannot delete {stream}#{seq}: {exc}") from None
 
     async def purge(self, topic: str) -> int:
@@ -477,6 +503,8 @@ def _describe(exc: BaseException) -> str:
         return "no server answered"
     if isinstance(exc, TimeoutError):
         return "timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
     text = str(exc).strip()
     return text or type(exc).__name__
 
