@@ -14,6 +14,7 @@ from typing import IO, Any
 import orjson
 
 from agentflow.app import App, install_event_loop_policy
+from agentflow.pipeline import BUSY_DELAY
 from agentflow.workflow.build import build_app
 from agentflow.workflow.diagnostics import Severity
 from agentflow.workflow.graph import render
@@ -101,10 +102,13 @@ def read_inputs(inputs: Mapping[str, str | os.PathLike[str]]) -> dict[str, list[
 def settle_time(app: App) -> float:
     """How long nothing must happen before the run counts as idle.
 
-    A message waiting out a retry delay is in no handler, so "idle" must outlast the longest
-    delay any agent may wait; otherwise --until-idle would stop before the retry runs.
+    A message waiting out a retry (or busy-claim) delay is in no handler, so "idle" must
+    outlast the longest delay any agent may wait; otherwise --until-idle would stop early.
     """
     longest = 0.0
+    if any(spec.uses_idempotency for spec in app.specs.values()):
+        # A duplicate arriving while the first copy runs is handed back for BUSY_DELAY.
+        longest = BUSY_DELAY
     for spec in app.specs.values():
         policy = spec.retry
         if policy.max_attempts <= 1:

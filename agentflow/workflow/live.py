@@ -106,7 +106,9 @@ class View:
             now = (s.received, s.succeeded, s.retried, s.dead_lettered, s.duplicates)
             if self._printed.get(name) != now:
                 self._printed[name] = now
-                self.console.print(line(name, s, self.meter.rates.get(name, 0.0)))
+                self.console.print(
+                    line(name, s, self.meter.rates.get(name, 0.0)), soft_wrap=True, markup=False
+                )
 
     def close(self) -> None:
         """Stop the live view and print the summary."""
@@ -117,8 +119,10 @@ class View:
         totals = {c: sum(getattr(s, c) for s in self.stats.values()) for c in COLUMNS}
         self.console.print(
             f"summary: {self.title} ran {elapsed:.1f}s; "
-            + " ".join(f"{k.replace('_', '-')}={v}" for k, v in totals.items())
+            + " ".join(f"{k.replace('_', '-')}={v}" for k, v in totals.items()),
+            soft_wrap=True,
+            markup=False,
         )
         for name, s in self.stats.items():
             done = s.succeeded + s.dead_lettered + s.duplicates
-            self.console.print("  " + line(name, s, done / elapsed))
+            self.console.print("  " + line(name, s, done / elapsed), soft_wrap=True, markup=False)
