@@ -29,9 +29,16 @@ class Context:
     headers: dict[str, str]
     topic: str
     agent: str
-    logger: logging.LoggerAdapter[logging.Logger]
+    _base_logger: logging.Logger
     _heartbeat: Callable[[], Awaitable[None]]
     _outputs: list[PendingOutput] = field(default_factory=list)
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger that tags records with this message's id, attempt and topic."""
+        # Built on first use: most handlers never log, and an adapter per message adds up.
+        extra = {"message_id": self.message_id, "attempt": self.attempt, "topic": self.topic}
+        return logging.LoggerAdapter(self._base_logger, extra)
 
     async def publish(
         self,

@@ -107,7 +107,9 @@ class Processor:
                 )
             ctx = self._context(d, env, message_id, key, attempt)
             try:
-                result = await asyncio.wait_for(self._call(value, ctx), self.spec.timeout)
+                # asyncio.timeout, unlike wait_for, runs the handler without an extra task.
+                async with asyncio.timeout(self.spec.timeout):
+                    result = await self._call(value, ctx)
             except TimeoutError as exc:
                 raise TimeoutError(
                     f"agent {self.spec.name!r} exceeded its timeout of {self.spec.timeout}s"
@@ -143,9 +145,6 @@ class Processor:
     def _context(
         self, d: Delivery, env: envelope.Envelope, message_id: str, key: str | None, attempt: int
     ) -> Context:
-        adapter = logging.LoggerAdapter(
-            self.logger, {"message_id": message_id, "attempt": attempt, "topic": d.topic}
-        )
         return Context(
             message_id=message_id,
             attempt=attempt,
@@ -154,7 +153,7 @@ class Processor:
             headers=d.headers,
             topic=d.topic,
             agent=self.spec.name,
-            logger=adapter,
+            _base_logger=self.logger,
             _heartbeat=d.in_progress,
         )
 
@@ -302,7 +301,13 @@ def _field_path(payload: bytes, path: str) -> Any:
 
 
 def _trace_headers(headers: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in headers.items() if k in (envelope.TRACEPARENT, envelope.TRACESTATE)}
+    parent = headers.get(envelope.TRACEPARENT)
+    if parent is None:
+        return {}
+    state = headers.get(envelope.TRACESTATE)
+    return {envelope.TRACEPARENT: parent} if state is None else {
+        envelope.TRACEPARENT: parent, envelope.TRACESTATE: state,
+    }
 
 
 def _short_validation(exc: Exception) -> str:
