@@ -95,3 +95,18 @@ def test_run_invalid_workflow(files: Files) -> None:
     err = io.StringIO()
     assert commands.run_workflow(path, until_idle=True, err=err, env={}) == commands.EXIT_INVALID
     assert "spec.agents.left.uses" in err.getvalue()
+
+
+def test_live_table_renders_counters() -> None:
+    from rich.console import Console
+
+    from agentflow.stats import AgentStats
+    from agentflow.workflow.live import table
+
+    stats = {"classify": AgentStats(received=5, succeeded=3, retried=1, dead_lettered=1)}
+    console = Console(record=True, width=120)
+    console.print(table("workflow demo", stats, {"classify": 2.5}))
+    text = console.export_text()
+    assert "dead-lettered" in text and "msg/s" in text
+    row = next(line for line in text.splitlines() if "classify" in line)
+    assert [cell.strip() for cell in row.split("│")[2:8]] == ["5", "3", "1", "1", "0", "2.5"]
