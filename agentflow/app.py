@@ -245,7 +245,10 @@ class App:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             last = max((s.last_activity for s in self.stats.values()), default=0.0)
-            if self.in_flight() == 0 and time.monotonic() - last >= quiet:
+            # A message waiting out a retry delay is in the broker, not in flight: wait for it.
+            due = max((s.retry_due for s in self.stats.values()), default=0.0)
+            now = time.monotonic()
+            if self.in_flight() == 0 and now - last >= quiet and now >= due + quiet:
                 return True
             await asyncio.sleep(min(0.05, quiet / 4))
         return False

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -95,6 +96,7 @@ class Processor:
                     return
                 if claim.state is ClaimState.BUSY:
                     claim_key = None
+                    stats.retry_due = max(stats.retry_due, time.monotonic() + BUSY_DELAY)
                     await d.nak(BUSY_DELAY)
                     return
                 # The claim counts attempts across crashes; the broker's count may be lower.
@@ -239,6 +241,7 @@ class Processor:
         if claim_key is not None:
             await self._release(claim_key)
         self.stats.retried += 1
+        self.stats.retry_due = max(self.stats.retry_due, time.monotonic() + delay)
         await d.nak(delay)
 
     async def _dead_letter(

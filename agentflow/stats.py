@@ -19,6 +19,8 @@ class AgentStats:
     in_flight: int = 0
     started_at: float = field(default_factory=time.monotonic)
     last_activity: float = field(default_factory=time.monotonic)
+    # When the latest scheduled retry falls due (monotonic); idle detection waits past it.
+    retry_due: float = 0.0
 
     def touch(self) -> None:
         """Record that something happened now (used by idle detection)."""
