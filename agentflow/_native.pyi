@@ -1,15 +1,22 @@
 """Type stubs for the Rust extension ``agentflow._native`` (kept honest by mypy.stubtest)."""
 
-from collections.abc import Mapping, Sequence
-from typing import final
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Self, final
 
 __all__ = [
+    "CelProgram",
+    "DedupWindow",
     "Envelope",
+    "Router",
     "__version__",
     "decode_headers",
+    "decode_headers_batch",
     "derive_id",
     "encode_headers",
+    "extract_key",
+    "murmur2_partition",
     "new_id",
+    "subject_matches",
 ]
 
 __version__: str
@@ -83,3 +90,82 @@ def decode_headers(
     a ``None`` value counts as absent). Known names match case-insensitively. ``af-attempt``
     and ``af-ts`` must be non-negative decimal integers; values must be valid UTF-8.
     """
+
+def decode_headers_batch(
+    batch: Iterable[Mapping[str, str | bytes] | Sequence[tuple[str, bytes]]],
+) -> list[Envelope | ValueError | TypeError]:
+    """Decode many header collections in one call, one result per input, in order.
+
+    A garbled collection does not fail the batch: its slot holds the ``ValueError`` (or
+    ``TypeError``) that ``decode_headers`` would have raised, as an exception instance.
+    """
+
+# --- routing and conditions (CEL) -------------------------------------------------------------
+
+@final
+class CelProgram:
+    """A compiled CEL expression over ``payload`` (JSON), ``headers``, ``key`` and ``topic``.
+
+    Raises ``ValueError`` (with line:column) on a syntax error.
+    """
+
+    def __new__(cls, expr: str) -> Self: ...
+    @property
+    def expression(self) -> str:
+        """The source expression."""
+    def variables(self) -> list[str]:
+        """Names the expression references (sorted; includes comprehension variables)."""
+    def evaluate(
+        self, payload: bytes, headers: Mapping[str, str], key: str | None, topic: str
+    ) -> object:
+        """Evaluate; the result as bool/int/float/str/bytes/list/dict/None.
+
+        ``payload`` is raw JSON, parsed only when the expression reads it; invalid JSON, a
+        missing field or a type mismatch raises ``ValueError``.
+        """
+
+@final
+class Router:
+    """First-match router: one CEL condition per route, ``None`` = default (always matches)."""
+
+    def __new__(cls, routes: Sequence[str | None]) -> Self: ...
+    def select(
+        self, payload: bytes, headers: Mapping[str, str], key: str | None, topic: str
+    ) -> int:
+        """Index of the first matching route, or -1.
+
+        The payload is parsed once per call. A non-bool result or an evaluation error raises
+        ``ValueError`` naming the route index and expression.
+        """
+    def __len__(self) -> int: ...
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS subject match: ``*`` is one token, a final ``>`` one or more; no empty tokens."""
+
+# --- keys and partitions ----------------------------------------------------------------------
+
+def extract_key(payload: bytes, path: str) -> str | None:
+    """Value at dotted ``path`` (``customer.id``; digits index arrays) in raw JSON, as text.
+
+    Strings as they are; numbers/bools as their JSON text; objects/arrays as compact JSON;
+    missing or ``null`` -> None. Invalid JSON or an empty path raises ``ValueError``.
+    """
+
+def murmur2_partition(key: bytes, num_partitions: int) -> int:
+    """Partition of ``key`` exactly as the Java Kafka client's default partitioner computes it."""
+
+# --- dedup ------------------------------------------------------------------------------------
+
+@final
+class DedupWindow:
+    """Recently seen message ids: kept ``window_seconds`` from first sighting, at most
+    ``max_entries`` (oldest evicted first)."""
+
+    def __new__(cls, window_seconds: float, max_entries: int) -> Self: ...
+    def seen(self, message_id: str, now: float | None = None) -> bool:
+        """Record ``message_id``; True if already recorded less than ``window_seconds`` before.
+
+        ``now`` defaults to ``time.monotonic()``; a repeat does not extend the entry.
+        """
+    def __len__(self) -> int:
+        """Entries held (expired ones are evicted on the next ``seen``)."""

@@ -154,7 +154,12 @@ mod tests {
 
     #[test]
     fn encode_decode_round_trip() {
-        for v in [0u128, 1, u128::MAX, 0x0123_4567_89ab_cdef_0123_4567_89ab_cdef] {
+        for v in [
+            0u128,
+            1,
+            u128::MAX,
+            0x0123_4567_89ab_cdef_0123_4567_89ab_cdef,
+        ] {
             let s = encode(v);
             assert_eq!(s.len(), 26);
             assert_eq!(decode(&s), Some(v));

@@ -1,12 +1,18 @@
 //! `agentflow._native`: the Rust hot path of agentflow.
 //!
-//! Pure-Rust logic lives in the modules (tested with `cargo test`, no Python needed);
-//! the `#[pyfunction]`s and `#[pyclass]`es are thin adapters over it.
+//! Pure-Rust logic lives in the modules (tested with `cargo test`); the `#[pyfunction]`s and
+//! `#[pyclass]`es are thin adapters over it. Nothing here panics across the boundary: bad input
+//! becomes `ValueError`/`TypeError`.
 
 use pyo3::prelude::*;
 
+pub mod cel_eval;
+pub mod codec;
+pub mod dedup;
 pub mod envelope;
 pub mod ids;
+pub mod partition;
+pub mod router;
 
 /// Return a new time-ordered 26-character message id (ULID layout, Crockford base32).
 #[pyfunction]
@@ -25,8 +31,15 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(new_id, m)?)?;
     m.add_function(wrap_pyfunction!(derive_id, m)?)?;
-    m.add_function(wrap_pyfunction!(envelope::encode_headers, m)?)?;
-    m.add_function(wrap_pyfunction!(envelope::decode_headers, m)?)?;
-    m.add_class::<envelope::Envelope>()?;
+    m.add_function(wrap_pyfunction!(codec::encode_headers, m)?)?;
+    m.add_function(wrap_pyfunction!(codec::decode_headers, m)?)?;
+    m.add_function(wrap_pyfunction!(codec::decode_headers_batch, m)?)?;
+    m.add_class::<codec::Envelope>()?;
+    m.add_class::<cel_eval::CelProgram>()?;
+    m.add_class::<router::Router>()?;
+    m.add_function(wrap_pyfunction!(router::py_subject_matches, m)?)?;
+    m.add_function(wrap_pyfunction!(partition::py_murmur2_partition, m)?)?;
+    m.add_function(wrap_pyfunction!(partition::py_extract_key, m)?)?;
+    m.add_class::<dedup::DedupWindow>()?;
     Ok(())
 }

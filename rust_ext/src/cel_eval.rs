@@ -1,0 +1,577 @@
+//! CEL conditions (the `cel` crate) evaluated over a message: `payload` (parsed JSON),
+//! `headers` (map of str), `key` (str or null) and `topic` (str).
+
+use cel::common::ast::{EntryExpr, Expr, IdedExpr};
+use cel::common::types::{
+    CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelUInt,
+};
+use cel::common::value::Val;
+use cel::objects::Key;
+use cel::{Context, Env, Program, Value};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyString};
+use serde_json::Value as Json;
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, OnceLock};
+
+/// The variables a program can see.
+pub const VARIABLES: [&str; 4] = ["payload", "headers", "key", "topic"];
+
+static ENV: OnceLock<Arc<Env>> = OnceLock::new();
+
+fn env() -> &'static Arc<Env> {
+    ENV.get_or_init(|| Arc::new(Env::stdlib()))
+}
+
+/// Which message parts a program reads (so unused ones are never parsed or converted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs {
+    pub payload: bool,
+    pub headers: bool,
+    pub key: bool,
+    pub topic: bool,
+}
+
+impl Needs {
+    pub fn union(self, other: Needs) -> Needs {
+        Needs {
+            payload: self.payload || other.payload,
+            headers: self.headers || other.headers,
+            key: self.key || other.key,
+            topic: self.topic || other.topic,
+        }
+    }
+}
+
+/// One compiled CEL expression.
+#[derive(Debug)]
+pub struct Compiled {
+    pub source: String,
+    program: Program,
+    pub needs: Needs,
+}
+
+/// Render a string like Python's `repr` (single quotes), for error messages.
+pub fn py_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\'' => out.push_str("\\'"),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&c.escape_default().to_string()),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// Longest accepted expression source, in bytes.
+pub const MAX_SOURCE_LEN: usize = 64 * 1024;
+/// Deepest accepted expression tree (parenthesised and chained operators, macros). Evaluation
+/// recurses about 1.3 KiB of stack per level, so this keeps it well inside small thread stacks.
+pub const MAX_DEPTH: usize = 100;
+const COMPILE_STACK: usize = 256 * 1024 * 1024;
+
+/// Depth of an expression tree, walked without recursion.
+fn depth(root: &IdedExpr) -> usize {
+    let mut deepest = 0;
+    let mut todo: Vec<(&IdedExpr, usize)> = vec![(root, 1)];
+    while let Some((node, d)) = todo.pop() {
+        deepest = deepest.max(d);
+        let d = d + 1;
+        match &node.expr {
+            Expr::Call(call) => {
+                if let Some(t) = &call.target {
+                    todo.push((t, d));
+                }
+                todo.extend(call.args.iter().map(|a| (a, d)));
+            }
+            Expr::Comprehension(c) => {
+                for e in [
+                    &c.iter_range,
+                    &c.accu_init,
+                    &c.loop_cond,
+                    &c.loop_step,
+                    &c.result,
+                ] {
+                    todo.push((e, d));
+                }
+            }
+            Expr::List(l) => todo.extend(l.elements.iter().map(|e| (e, d))),
+            Expr::Map(m) => {
+                for entry in &m.entries {
+                    push_entry(&mut todo, &entry.expr, d);
+                }
+            }
+            Expr::Struct(st) => {
+                for entry in &st.entries {
+                    push_entry(&mut todo, &entry.expr, d);
+                }
+            }
+            Expr::Select(sel) => todo.push((&sel.operand, d)),
+            Expr::Unspecified | Expr::Ident(_) | Expr::Literal(_) => {}
+        }
+    }
+    deepest
+}
+
+fn push_entry<'a>(todo: &mut Vec<(&'a IdedExpr, usize)>, entry: &'a EntryExpr, d: usize) {
+    match entry {
+        EntryExpr::StructField(f) => todo.push((&f.value, d)),
+        EntryExpr::MapEntry(m) => {
+            todo.push((&m.key, d));
+            todo.push((&m.value, d));
+        }
+    }
+}
+
+/// Parse, check depth and collect references (run on the big-stack compiler thread, where a
+/// too-deep program is also dropped: dropping is recursive too).
+fn compile_checked(source: &str) -> Result<(Program, Needs), Option<String>> {
+    let program = match env().compile(source) {
+        Ok(p) => p,
+        Err(errors) => return Err(Some(describe_parse_errors(source, &errors))),
+    };
+    let d = depth(program.expression());
+    if d > MAX_DEPTH {
+        drop(program);
+        return Err(Some(format!(
+            "nested {d} levels deep (at most {MAX_DEPTH})"
+        )));
+    }
+    let refs = program.references();
+    let needs = Needs {
+        payload: refs.has_variable("payload"),
+        headers: refs.has_variable("headers"),
+        key: refs.has_variable("key"),
+        topic: refs.has_variable("topic"),
+    };
+    drop(refs);
+    Ok((program, needs))
+}
+
+/// `py_quote`, shortened to at most `max` characters of the value.
+pub fn py_quote_short(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}...", py_quote(&s[..cut])),
+        None => py_quote(s),
+    }
+}
+
+/// Render parse errors as `<input>:line:col: message`, with the source line and a caret
+/// when the line is short (the crate's own `Display` panics on very long lines).
+fn describe_parse_errors(source: &str, errors: &cel::ParseErrors) -> String {
+    const MAX_ERRORS: usize = 3;
+    const MAX_SNIPPET: usize = 160;
+    let mut out = Vec::new();
+    for e in errors.errors.iter().take(MAX_ERRORS) {
+        let (line, col) = e.pos;
+        let mut text = format!("<input>:{line}:{col}: {}", e.msg);
+        let snippet = usize::try_from(line - 1)
+            .ok()
+            .and_then(|l| source.lines().nth(l));
+        if let (Some(snippet), Ok(col)) = (snippet, usize::try_from(col)) {
+            if snippet.chars().count() <= MAX_SNIPPET && col <= MAX_SNIPPET + 1 {
+                text.push_str(&format!(
+                    "\n| {snippet}\n| {}^",
+                    ".".repeat(col.saturating_sub(1))
+                ));
+            }
+        }
+        out.push(text);
+    }
+    if errors.errors.len() > MAX_ERRORS {
+        out.push(format!(
+            "(and {} more errors)",
+            errors.errors.len() - MAX_ERRORS
+        ));
+    }
+    out.join("\n")
+}
+
+impl Compiled {
+    /// Compile `source`; a syntax error comes back as a message with its line and column.
+    ///
+    /// Parsing (recursive in the crate) runs on a helper thread with a large stack, and
+    /// programs nesting deeper than [`MAX_DEPTH`] are refused, so neither compiling nor
+    /// evaluating (also recursive) can overflow the caller's stack.
+    pub fn new(source: &str) -> Result<Compiled, String> {
+        if source.len() > MAX_SOURCE_LEN {
+            return Err(format!(
+                "invalid CEL expression {}: longer than {MAX_SOURCE_LEN} bytes",
+                py_quote_short(source, 200)
+            ));
+        }
+        let owned = source.to_owned();
+        let worker = std::thread::Builder::new()
+            .name("agentflow-cel-compile".to_owned())
+            .stack_size(COMPILE_STACK)
+            .spawn(move || compile_checked(&owned));
+        let result = match worker {
+            Ok(handle) => handle.join().unwrap_or(Err(None)),
+            Err(_) => Err(Some("could not start the compiler thread".to_owned())),
+        };
+        match result {
+            Ok((program, needs)) => Ok(Compiled {
+                source: source.to_owned(),
+                program,
+                needs,
+            }),
+            Err(detail) => Err(format!(
+                "invalid CEL expression {}: {}",
+                py_quote_short(source, 200),
+                detail.unwrap_or_else(|| "the parser failed".to_owned())
+            )),
+        }
+    }
+
+    /// Variables the expression references (sorted).
+    pub fn variables(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .program
+            .references()
+            .variables()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Evaluate against a prepared context.
+    pub fn execute(&self, ctx: &Context<'_, '_>) -> Result<Value, String> {
+        match catch_unwind(AssertUnwindSafe(|| self.program.execute(ctx))) {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(format!(
+                "CEL expression {} failed: {}",
+                py_quote_short(&self.source, 200),
+                shorten(&e.to_string(), 500)
+            )),
+            Err(_) => Err(format!(
+                "CEL expression {} failed: internal error in the interpreter",
+                py_quote_short(&self.source, 200)
+            )),
+        }
+    }
+}
+
+fn shorten(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}...", &s[..cut]),
+        None => s.to_owned(),
+    }
+}
+
+/// Parse a raw JSON payload.
+pub fn parse_json(payload: &[u8]) -> Result<Json, String> {
+    serde_json::from_slice(payload).map_err(|e| format!("payload is not valid JSON: {e}"))
+}
+
+fn number(n: &serde_json::Number) -> Box<dyn Val> {
+    if let Some(i) = n.as_i64() {
+        Box::new(CelInt::from(i))
+    } else if let Some(u) = n.as_u64() {
+        Box::new(CelUInt::from(u))
+    } else {
+        let f = n
+            .as_f64()
+            .unwrap_or_else(|| n.as_str().parse().unwrap_or(f64::NAN));
+        Box::new(CelDouble::from(f))
+    }
+}
+
+/// Convert parsed JSON into CEL values, borrowing its strings.
+pub fn json_to_val(j: &Json) -> Box<dyn Val + '_> {
+    match j {
+        Json::Null => Box::new(CelNull),
+        Json::Bool(b) => Box::new(CelBool::from(*b)),
+        Json::Number(n) => number(n),
+        Json::String(s) => Box::new(CelString::from(s.as_str())),
+        Json::Array(a) => Box::new(CelList::from(a.iter().map(json_to_val).collect::<Vec<_>>())),
+        Json::Object(o) => Box::new(CelMap::from(
+            o.iter()
+                .map(|(k, v)| (CelMapKey::from(k.as_str()), json_to_val(v)))
+                .collect::<HashMap<_, _>>(),
+        )),
+    }
+}
+
+/// The message a condition is evaluated against (borrowed).
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    pub payload: Option<&'a Json>,
+    pub headers: &'a [(String, String)],
+    pub key: Option<&'a str>,
+    pub topic: &'a str,
+}
+
+/// Build a context binding the variables in `needs` (others stay unbound).
+pub fn context<'v>(msg: Message<'v>, needs: Needs) -> Context<'v, 'v> {
+    let mut ctx = Context::with_env(Arc::clone(env()));
+    if needs.payload {
+        if let Some(p) = msg.payload {
+            ctx.add_variable_as_val("payload", json_to_val(p));
+        }
+    }
+    if needs.headers {
+        let map: HashMap<CelMapKey<'v>, Box<dyn Val + 'v>> = msg
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                let value: Box<dyn Val + 'v> = Box::new(CelString::from(v.as_str()));
+                (CelMapKey::from(k.as_str()), value)
+            })
+            .collect();
+        ctx.add_variable_as_val("headers", Box::new(CelMap::from(map)));
+    }
+    if needs.key {
+        let key: Box<dyn Val + 'v> = match msg.key {
+            Some(k) => Box::new(CelString::from(k)),
+            None => Box::new(CelNull),
+        };
+        ctx.add_variable_as_val("key", key);
+    }
+    if needs.topic {
+        ctx.add_variable_as_val("topic", Box::new(CelString::from(msg.topic)));
+    }
+    ctx
+}
+
+/// Name of a CEL value's type, for error messages.
+pub fn type_name(v: &Value) -> String {
+    v.type_of().to_string()
+}
+
+/// Convert a CEL result to Python.
+pub fn value_to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match v {
+        Value::Null => py.None().into_bound(py),
+        Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
+        Value::Int(i) => i.into_pyobject(py)?.into_any(),
+        Value::UInt(u) => u.into_pyobject(py)?.into_any(),
+        Value::Float(f) => f.into_pyobject(py)?.into_any(),
+        Value::String(s) => PyString::new(py, s).into_any(),
+        Value::Bytes(b) => PyBytes::new(py, b).into_any(),
+        Value::List(items) => {
+            let list = PyList::empty(py);
+            for item in items.iter() {
+                list.append(value_to_py(py, item)?)?;
+            }
+            list.into_any()
+        }
+        Value::Map(m) => {
+            let dict = PyDict::new(py);
+            for (k, item) in m.map.iter() {
+                let key = match k {
+                    Key::Int(i) => i.into_pyobject(py)?.into_any(),
+                    Key::Uint(u) => u.into_pyobject(py)?.into_any(),
+                    Key::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
+                    Key::String(s) => PyString::new(py, s).into_any(),
+                };
+                dict.set_item(key, value_to_py(py, item)?)?;
+            }
+            dict.into_any()
+        }
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "CEL result of type {} cannot be converted to Python",
+                type_name(other)
+            )))
+        }
+    })
+}
+
+/// Read a `Mapping[str, str]` of headers (values may also be UTF-8 bytes).
+pub fn headers_from_py(headers: &Bound<'_, PyAny>) -> PyResult<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut push = |k: Bound<'_, PyAny>, v: Bound<'_, PyAny>| -> PyResult<()> {
+        let name: String = k
+            .extract()
+            .map_err(|_| PyTypeError::new_err("header names must be str"))?;
+        let value = if let Ok(b) = v.cast::<PyBytes>() {
+            std::str::from_utf8(b.as_bytes())
+                .map_err(|_| {
+                    PyValueError::new_err(format!("header {name}: value is not valid UTF-8"))
+                })?
+                .to_owned()
+        } else {
+            v.extract::<String>().map_err(|_| {
+                PyTypeError::new_err(format!("header {name}: value must be str or bytes"))
+            })?
+        };
+        out.push((name, value));
+        Ok(())
+    };
+    if let Ok(d) = headers.cast::<PyDict>() {
+        for (k, v) in d.iter() {
+            push(k, v)?;
+        }
+    } else if headers.is_none() {
+    } else {
+        let items = headers
+            .call_method0("items")
+            .map_err(|_| PyTypeError::new_err("headers must be a mapping of str to str"))?;
+        for item in items.try_iter()? {
+            let (k, v): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item?.extract()?;
+            push(k, v)?;
+        }
+    }
+    Ok(out)
+}
+
+/// Parse the payload only when some program needs it.
+pub fn payload_if_needed(payload: &[u8], needs: Needs) -> PyResult<Option<Json>> {
+    if needs.payload {
+        parse_json(payload).map(Some).map_err(PyValueError::new_err)
+    } else {
+        Ok(None)
+    }
+}
+
+/// A compiled CEL expression over `payload`, `headers`, `key` and `topic`.
+#[pyclass(frozen, module = "agentflow._native", name = "CelProgram")]
+pub struct CelProgram {
+    compiled: Compiled,
+}
+
+#[pymethods]
+impl CelProgram {
+    #[new]
+    fn new(expr: &str) -> PyResult<Self> {
+        Compiled::new(expr)
+            .map(|compiled| CelProgram { compiled })
+            .map_err(PyValueError::new_err)
+    }
+
+    #[getter]
+    fn expression(&self) -> &str {
+        &self.compiled.source
+    }
+
+    fn variables(&self) -> Vec<String> {
+        self.compiled.variables()
+    }
+
+    #[pyo3(signature = (payload, headers, key, topic))]
+    fn evaluate<'py>(
+        &self,
+        py: Python<'py>,
+        payload: &[u8],
+        headers: &Bound<'py, PyAny>,
+        key: Option<&str>,
+        topic: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let needs = self.compiled.needs;
+        let json = payload_if_needed(payload, needs)?;
+        let hdrs = if needs.headers {
+            headers_from_py(headers)?
+        } else {
+            Vec::new()
+        };
+        let msg = Message {
+            payload: json.as_ref(),
+            headers: &hdrs,
+            key,
+            topic,
+        };
+        let ctx = context(msg, needs);
+        let value = self.compiled.execute(&ctx).map_err(PyValueError::new_err)?;
+        value_to_py(py, &value)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("CelProgram({})", py_quote(&self.compiled.source))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[allow(clippy::let_and_return)] // the context borrows `headers`: keep it in a local
+    fn eval(expr: &str, payload: &str) -> Result<Value, String> {
+        let c = Compiled::new(expr)?;
+        let json = parse_json(payload.as_bytes())?;
+        let headers = vec![("x-tenant".to_owned(), "acme".to_owned())];
+        let msg = Message {
+            payload: Some(&json),
+            headers: &headers,
+            key: Some("k1"),
+            topic: "tickets.new",
+        };
+        let ctx = context(msg, c.needs);
+        let result = c.execute(&ctx);
+        result
+    }
+
+    #[test]
+    fn evaluates_over_all_variables() {
+        let p = r#"{"priority": "high", "n": 3, "tags": ["a", "b"], "c": {"id": 7}}"#;
+        assert_eq!(
+            eval(r#"payload.priority == "high""#, p),
+            Ok(Value::Bool(true))
+        );
+        assert_eq!(eval("payload.n + 1", p), Ok(Value::Int(4)));
+        assert_eq!(eval("size(payload.tags)", p), Ok(Value::Int(2)));
+        assert_eq!(eval("payload.c.id", p), Ok(Value::Int(7)));
+        assert_eq!(eval(r#"headers["x-tenant"]"#, p), Ok(Value::from("acme")));
+        assert_eq!(
+            eval(r#"key == "k1" && topic.startsWith("tickets.")"#, p),
+            Ok(Value::Bool(true))
+        );
+        assert_eq!(eval(r#"has(payload.missing)"#, p), Ok(Value::Bool(false)));
+        assert_eq!(
+            eval(r#"payload.tags.exists(t, t == "b")"#, p),
+            Ok(Value::Bool(true))
+        );
+    }
+
+    #[test]
+    fn errors_are_messages() {
+        let err = eval("payload.missing == 1", "{}").unwrap_err();
+        assert!(err.contains("payload.missing"), "{err}");
+        let err = Compiled::new("payload.a ==").unwrap_err();
+        assert!(err.contains("<input>:1:"), "{err}");
+        assert!(err.contains("| payload.a ==\n| ............^"), "{err}");
+        for deep in [
+            format!("{}1{}", "(".repeat(30_000), ")".repeat(30_000)),
+            format!("1{}", "+1".repeat(30_000)),
+            format!("{}1{}", "[".repeat(30_000), "]".repeat(30_000)),
+        ] {
+            let err = Compiled::new(&deep).unwrap_err();
+            assert!(err.len() < 2000, "{}", err.len());
+        }
+        assert!(Compiled::new(&format!("1{}", "+1".repeat(90))).is_ok());
+        // Long `!`/`-` runs fold in the parser: harmless, whatever the outcome.
+        for long_unary in [
+            format!("{}true", "!".repeat(60_001)),
+            format!("{}1", "-".repeat(60_001)),
+        ] {
+            if let Err(e) = Compiled::new(&long_unary) {
+                assert!(e.len() < 2000);
+            }
+        }
+        let err = Compiled::new(&"1".repeat(MAX_SOURCE_LEN + 1)).unwrap_err();
+        assert!(err.contains("longer than"), "{err}");
+        assert!(parse_json(b"{nope").is_err());
+    }
+
+    #[test]
+    fn needs_follow_references() {
+        let c = Compiled::new(r#"headers["a"] == "b""#).unwrap();
+        assert_eq!(
+            c.needs,
+            Needs {
+                headers: true,
+                ..Needs::default()
+            }
+        );
+        let c = Compiled::new("[1, 2].exists(x, payload.a == x)").unwrap();
+        assert!(c.needs.payload);
+        assert!(Compiled::new("has(payload.a)").unwrap().needs.payload);
+    }
+}

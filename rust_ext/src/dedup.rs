@@ -1,0 +1,171 @@
+//! Bounded, time-windowed set of recently seen message ids.
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use std::collections::{HashMap, VecDeque};
+
+/// Ids seen within the last `window` seconds, at most `max_entries` of them.
+///
+/// An id is remembered from its first sighting (a repeat does not extend it) until
+/// `now - first_seen >= window`, or until it is the oldest entry and room is needed.
+#[derive(Debug)]
+pub struct Window {
+    window: f64,
+    max_entries: usize,
+    /// id -> (first seen, generation)
+    entries: HashMap<String, (f64, u64)>,
+    /// Insertion order: (generation, id). Entries whose generation no longer matches are stale.
+    order: VecDeque<(u64, String)>,
+    generation: u64,
+}
+
+impl Window {
+    pub fn new(window: f64, max_entries: usize) -> Result<Window, String> {
+        if !(window.is_finite() && window > 0.0) {
+            return Err(format!(
+                "window_seconds must be a positive number, got {window}"
+            ));
+        }
+        if max_entries == 0 {
+            return Err("max_entries must be at least 1".to_owned());
+        }
+        Ok(Window {
+            window,
+            max_entries,
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            generation: 0,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn pop_oldest(&mut self) {
+        while let Some((generation, id)) = self.order.pop_front() {
+            if self.entries.get(&id).is_some_and(|e| e.1 == generation) {
+                self.entries.remove(&id);
+                return;
+            }
+        }
+    }
+
+    fn evict_expired(&mut self, now: f64) {
+        while let Some((generation, id)) = self.order.front() {
+            match self.entries.get(id) {
+                Some(&(ts, g)) if g == *generation => {
+                    if now - ts >= self.window {
+                        self.entries.remove(id);
+                        self.order.pop_front();
+                    } else {
+                        break;
+                    }
+                }
+                _ => {
+                    self.order.pop_front(); // stale
+                }
+            }
+        }
+    }
+
+    /// Record `id` at `now`; true when it was already recorded within the window.
+    pub fn seen(&mut self, id: &str, now: f64) -> bool {
+        self.evict_expired(now);
+        if let Some(&(ts, _)) = self.entries.get(id) {
+            if now - ts < self.window {
+                return true;
+            }
+            // Expired but not at the front (the clock went backwards earlier): re-record.
+        }
+        self.generation += 1;
+        self.entries.insert(id.to_owned(), (now, self.generation));
+        self.order.push_back((self.generation, id.to_owned()));
+        while self.entries.len() > self.max_entries {
+            self.pop_oldest();
+        }
+        if self.order.len() > 2 * self.entries.len() + 64 {
+            let entries = &self.entries;
+            self.order
+                .retain(|(g, id)| entries.get(id).is_some_and(|e| e.1 == *g));
+        }
+        false
+    }
+}
+
+/// Time-windowed, size-bounded memory of message ids (duplicate detection).
+#[pyclass(module = "agentflow._native", name = "DedupWindow")]
+pub struct DedupWindow {
+    inner: Window,
+}
+
+#[pymethods]
+impl DedupWindow {
+    #[new]
+    fn new(window_seconds: f64, max_entries: i64) -> PyResult<Self> {
+        let max = usize::try_from(max_entries)
+            .map_err(|_| PyValueError::new_err("max_entries must be at least 1"))?;
+        Window::new(window_seconds, max)
+            .map(|inner| DedupWindow { inner })
+            .map_err(PyValueError::new_err)
+    }
+
+    #[pyo3(signature = (message_id, now=None))]
+    fn seen(&mut self, py: Python<'_>, message_id: &str, now: Option<f64>) -> PyResult<bool> {
+        let now = match now {
+            Some(t) if t.is_nan() => return Err(PyValueError::new_err("now must not be NaN")),
+            Some(t) => t,
+            None => py.import("time")?.call_method0("monotonic")?.extract()?,
+        };
+        Ok(self.inner.seen(message_id, now))
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_and_bound() {
+        let mut w = Window::new(10.0, 3).unwrap();
+        assert!(!w.seen("a", 0.0));
+        assert!(w.seen("a", 5.0));
+        assert!(w.seen("a", 9.99));
+        assert!(!w.seen("a", 10.0)); // expired exactly at the window edge, re-recorded
+        assert!(w.seen("a", 19.0));
+        assert!(!w.seen("b", 11.0));
+        assert!(!w.seen("c", 12.0));
+        assert!(!w.seen("d", 13.0)); // evicts "a", the oldest
+        assert_eq!(w.len(), 3);
+        assert!(!w.seen("a", 14.0));
+        assert!(w.seen("d", 14.0));
+        assert!(!w.seen("x", 100.0));
+        assert_eq!(w.len(), 1);
+    }
+
+    #[test]
+    fn clock_going_backwards_stays_bounded() {
+        let mut w = Window::new(1.0, 4).unwrap();
+        for i in 0..10_000 {
+            let now = if i % 2 == 0 { 1000.0 } else { 0.0 };
+            w.seen(&format!("id{}", i % 8), now + f64::from(i % 3));
+        }
+        assert!(w.len() <= 4);
+        assert!(w.order.len() <= 2 * w.len() + 65);
+    }
+
+    #[test]
+    fn rejects_bad_config() {
+        assert!(Window::new(0.0, 1).is_err());
+        assert!(Window::new(f64::NAN, 1).is_err());
+        assert!(Window::new(1.0, 0).is_err());
+    }
+}
