@@ -50,12 +50,14 @@ dlq_app = typer.Typer(
     no_args_is_help=True,
 )
 
-# Headers a dead-letter copy gained; a replayed message must not carry them.
+# Headers a dead-letter copy gained (annotations, a retry tier's due time, the DLQ publish's
+# broker dedup id); a replayed message must not carry them.
 _DLQ_ONLY = (
     "af-dlq-",
     envelope.DLQ_ORIGINAL_PREFIX,
     envelope.DLQ_ATTEMPTS,
     envelope.NOT_BEFORE,
+    "nats-msg-id",
 )
 
 

@@ -351,3 +351,27 @@ def test_failing_main_is_one_error_line_after_the_summary(tmp_path: Path) -> Non
     proc = agentflow("run", "bad_main.py:app", cwd=tmp_path)
     assert_one_error_line(proc.stderr, proc.returncode, "LookupError: no tickets to feed")
     assert "summary" in proc.stdout
+
+
+def test_replay_headers_drop_dead_letter_and_transport_annotations() -> None:
+    from agentflow.cli_dlq import replay_headers
+
+    headers = {
+        "af-id": "m",
+        "af-attempt": "4",
+        "af-key": "k",
+        "x-custom": "1",
+        "af-dlq-reason": "max-attempts",
+        "af-dlq-error": "boom",
+        "af-attempts": "4",
+        "af-original-topic": "t",
+        "af-original-partition": "2",
+        "af-not-before": "123",
+        "Nats-Msg-Id": "S:9:dlq",
+    }
+    assert replay_headers(headers) == {
+        "af-id": "m",
+        "af-attempt": "1",
+        "af-key": "k",
+        "x-custom": "1",
+    }
