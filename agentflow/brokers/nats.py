@@ -287,11 +287,17 @@ class NatsBroker(Broker):
         quiet = True  # errors of the first connect go into the BrokerError, not the log
         first_errors: list[BaseException] = []
 
+        failed_attempts = 0
+
         async def on_error(exc: Exception) -> None:
+            nonlocal failed_attempts
             if quiet:
                 first_errors.append(exc)
-            else:
-                log.warning("NATS %s: %s", s.display_url, exc or type(exc).__name__)
+                return
+            failed_attempts += 1
+            # One line per outage, then one every 30 attempts: reconnecting is normal.
+            level = logging.WARNING if failed_attempts % 30 == 1 else logging.DEBUG
+            log.log(level, "NATS %s: %s", s.display_url, exc or type(exc).__name__)
 
         async def on_disconnect() -> None:
             if self._closing or quiet:
@@ -299,6 +305,8 @@ class NatsBroker(Broker):
             log.warning("NATS disconnected from %s; reconnecting", s.display_url)
 
         async def on_reconnect() -> None:
+            nonlocal failed_attempts
+            failed_attempts = 0
             log.warning("NATS reconnected to %s", s.display_url)
 
         nc = _TlsOnlyClient() if s.tls is not None else Client()

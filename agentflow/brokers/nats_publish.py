@@ -178,7 +178,7 @@ class Publisher:
         tries = 0
         while pending:
             tries += 1
-            pending = await self._try(items, pending, deadline)
+            pending, unanswered = await self._try(items, pending, deadline)
             if pending:
                 if time.monotonic() >= deadline:
                     topics = sorted({items[i].topic for i in pending})
@@ -186,11 +186,17 @@ class Publisher:
                         f"no PubAck for {len(pending)} message(s) to {', '.join(topics)} "
                         f"within {self._timeout:g}s"
                     )
-                log.warning("re-sending %d message(s) without PubAck (try %d)", len(pending), tries)
+                if unanswered:
+                    log.warning("re-sending %d message(s) without a PubAck", unanswered)
                 await asyncio.sleep(min(0.05 * 2**tries, 1.0))
 
-    async def _try(self, items: list[_Prepared], pending: list[int], deadline: float) -> list[int]:
-        """Send ``pending`` once and wait for their PubAcks; return what must be sent again."""
+    async def _try(
+        self, items: list[_Prepared], pending: list[int], deadline: float
+    ) -> tuple[list[int], int]:
+        """Send ``pending`` once and wait for their PubAcks.
+
+        Returns what must be sent again and how many of those were sent but not answered.
+        """
         if self._nc.is_closed:
             raise PublishError("NATS connection is closed")
         futures: dict[int, asyncio.Future[None]] = {}
@@ -224,11 +230,13 @@ class Publisher:
             wait = min(deadline - time.monotonic(), _TRY_TIMEOUT)
             await asyncio.wait(futures.values(), timeout=max(wait, 0.001))
         retry: list[int] = []
+        unanswered = 0
         error: PublishError | None = None
         for i, fut in futures.items():
             if not fut.done():
                 fut.cancel()
                 retry.append(i)
+                unanswered += 1
                 continue
             failure = fut.exception()
             if failure is None:
@@ -253,4 +261,4 @@ class Publisher:
                 error = error or PublishError(f"publish to {item.topic!r} failed: {failure}")
         if error is not None:
             raise error
-        return sorted(retry + unsent)
+        return sorted(retry + unsent), unanswered
