@@ -23,6 +23,7 @@ from agentflow import App, Context, RetryPolicy
 from agentflow.brokers.base import OutMessage, PublishError
 from agentflow.brokers.nats import NatsBroker
 from tests.nats.server import NatsServer
+from tests.nats.support import wait_for
 from tests.nats.workers import open_db
 
 pytestmark = pytest.mark.nats
@@ -111,19 +112,6 @@ def query(db: Path, sql: str) -> list[tuple[object, ...]]:
 def count(db: Path, table: str) -> int:
     """Rows in one table of the effects file."""
     return int(str(query(db, f"SELECT COUNT(*) FROM {table}")[0][0]))
-
-
-async def wait_for(check: Callable[[], object], timeout: float, what: str) -> None:
-    """Poll ``check`` (sync or async) until truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 async def test_two_worker_processes_share_one_agent(
