@@ -3,6 +3,7 @@
 use crate::cel_eval::py_quote;
 use crate::envelope::*;
 use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyString, PyTuple};
 
@@ -242,20 +243,23 @@ pub fn encode_headers<'py>(
     extra: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
-    d.set_item(H_ID, message_id)?;
+    d.set_item(intern!(py, H_ID), message_id)?;
     if let Some(k) = key {
-        d.set_item(H_KEY, k)?;
+        d.set_item(intern!(py, H_KEY), k)?;
     }
-    d.set_item(H_ATTEMPT, attempt.to_string())?;
-    d.set_item(H_CORRELATION, correlation_id.unwrap_or(message_id))?;
+    d.set_item(intern!(py, H_ATTEMPT), attempt.to_string())?;
+    d.set_item(
+        intern!(py, H_CORRELATION),
+        correlation_id.unwrap_or(message_id),
+    )?;
     if let Some(c) = causation_id {
-        d.set_item(H_CAUSATION, c)?;
+        d.set_item(intern!(py, H_CAUSATION), c)?;
     }
     if let Some(a) = agent {
-        d.set_item(H_AGENT, a)?;
+        d.set_item(intern!(py, H_AGENT), a)?;
     }
-    d.set_item(H_TS, ts_ms.to_string())?;
-    d.set_item(H_CONTENT_TYPE, content_type)?;
+    d.set_item(intern!(py, H_TS), ts_ms.to_string())?;
+    d.set_item(intern!(py, H_CONTENT_TYPE), content_type)?;
     if let Some(extra) = extra {
         if extra.is_none() {
             return Ok(d);

@@ -2,7 +2,8 @@
 //! and deterministic ids derived from (parent id, agent, output index).
 
 use sha2::{Digest, Sha256};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, Once};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
@@ -49,7 +50,7 @@ pub fn decode(s: &str) -> Option<u128> {
 pub struct Generator {
     last_ms: u64,
     last_rand: u128,
-    pid: u32,
+    fork_generation: u64,
 }
 
 impl Generator {
@@ -75,8 +76,27 @@ impl Generator {
 static GENERATOR: Mutex<Generator> = Mutex::new(Generator {
     last_ms: 0,
     last_rand: 0,
-    pid: 0,
+    fork_generation: 0,
 });
+
+/// Bumped in the child after every fork, so a forked worker never continues its parent's
+/// sequence (cheaper than asking for the pid on every call).
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(1);
+static AT_FORK: Once = Once::new();
+
+extern "C" fn after_fork_in_child() {
+    FORK_GENERATION.fetch_add(1, Ordering::SeqCst);
+}
+
+fn fork_generation() -> u64 {
+    AT_FORK.call_once(|| {
+        // SAFETY: registers a handler that only touches an atomic (async-signal-safe).
+        unsafe {
+            libc::pthread_atfork(None, None, Some(after_fork_in_child));
+        }
+    });
+    FORK_GENERATION.load(Ordering::SeqCst)
+}
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -105,13 +125,13 @@ fn random_bits() -> u128 {
 
 /// A new time-ordered id, monotonic within this process.
 pub fn new_id() -> String {
-    let pid = std::process::id();
+    let generation = fork_generation();
     let value = {
         let mut g = GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
-        if g.pid != pid {
+        if g.fork_generation != generation {
             // First use, or we are a forked child: never continue the parent's sequence.
             *g = Generator {
-                pid,
+                fork_generation: generation,
                 ..Generator::default()
             };
         }

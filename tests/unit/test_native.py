@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import time
 
@@ -314,3 +315,20 @@ def test_decode_headers_never_crashes_on_garbage(pairs: list[tuple[str, bytes]])
         n.decode_headers(pairs)
     except ValueError:
         pass
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_new_id_forked_child_does_not_continue_parent_sequence() -> None:
+    n.new_id()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.write(write_end, n.new_id().encode())
+        os._exit(0)
+    parent_id = n.new_id()
+    os.waitpid(pid, 0)
+    child_id = os.read(read_end, 64).decode()
+    os.close(read_end)
+    os.close(write_end)
+    assert ULID_RE.match(child_id)
+    assert child_id != parent_id

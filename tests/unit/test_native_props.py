@@ -4,6 +4,7 @@ plus a bounded fuzz of every entry point that takes untrusted bytes or text."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -451,7 +452,12 @@ def test_decode_headers_batch_keeps_slots() -> None:
 
 # --- bounded fuzz: garbage in, ValueError/TypeError out, never a crash --------------------------
 
-FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# AGENTFLOW_FUZZ_EXAMPLES raises the budget for a longer local run (default keeps CI < 20 s).
+FUZZ = settings(
+    max_examples=int(os.environ.get("AGENTFLOW_FUZZ_EXAMPLES", "250")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 garbage_text = st.text(max_size=40) | st.sampled_from(
     [
         "payload.",
