@@ -6,6 +6,7 @@
 
 use pyo3::prelude::*;
 
+pub mod cel_compile;
 pub mod cel_eval;
 pub mod codec;
 pub mod dedup;
@@ -13,6 +14,7 @@ pub mod envelope;
 pub mod ids;
 pub mod partition;
 pub mod router;
+pub mod text;
 
 /// Return a new time-ordered 26-character message id (ULID layout, Crockford base32).
 #[pyfunction]
