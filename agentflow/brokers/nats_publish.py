@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ KEY_HEADER = "af-key"
 # One try waits this long for PubAcks before re-sending what is missing.
 _TRY_TIMEOUT = 5.0
 _HDR_OVERHEAD = len(b"NATS/1.0\r\n\r\n")
+_BAD_KEY = re.compile(r"[:\s]")
 
 
 class _NoStream(Exception):
@@ -80,6 +82,7 @@ class Publisher:
         self._sub: NatsSub | None = None
         self._futures: dict[str, asyncio.Future[None]] = {}
         self._tokens = itertools.count()
+        self._valid_topics: set[str] = set()
 
     async def start(self) -> None:
         """Subscribe to the reply inbox (nats-py re-subscribes it after a reconnect)."""
@@ -129,24 +132,28 @@ class Publisher:
 
     def _prepare(self, message: OutMessage) -> _Prepared:
         """Validate one message and compute its wire headers and size."""
-        try:
-            validate_subject(message.topic, wildcards=False)
-        except BrokerError as exc:
-            raise PublishError(str(exc)) from None
+        topic = message.topic
+        if topic not in self._valid_topics:
+            try:
+                validate_subject(topic, wildcards=False)
+            except BrokerError as exc:
+                raise PublishError(str(exc)) from None
+            self._valid_topics.add(topic)
         headers = wire_headers(message)
         for key, value in headers.items():
-            if not key or any(c in key for c in ":\r\n ") or "\r" in value or "\n" in value:
+            # A CR/LF would corrupt the protocol stream; refuse instead of mangling it.
+            if _BAD_KEY.search(key) or not key or "\r" in value or "\n" in value:
                 raise PublishError(
-                    f"message to {message.topic!r} has a header that cannot be sent: {key!r}"
+                    f"message to {topic!r} has a header that cannot be sent: {key!r}"
                 )
         size = wire_size(message.payload, headers)
         limit = self._nc.max_payload
         if size > limit:
             raise PublishError(
-                f"message to {message.topic!r} is {size} bytes (payload {len(message.payload)}"
+                f"message to {topic!r} is {size} bytes (payload {len(message.payload)}"
                 f" + headers), over the NATS server's max_payload of {limit} bytes"
             )
-        return _Prepared(message.topic, message.payload, headers, size)
+        return _Prepared(topic, message.payload, headers, size)
 
     async def _send(self, item: _Prepared) -> asyncio.Future[None]:
         """Send one message with a reply subject; the returned future resolves on its PubAck."""
@@ -206,12 +213,17 @@ class Publisher:
                 # Reconnecting: don't pile messages into the client's reconnect buffer.
                 unsent = pending[pos:]
                 break
-            remaining = deadline - time.monotonic()
-            try:
-                await asyncio.wait_for(self._window.acquire(), timeout=max(remaining, 0.001))
-            except TimeoutError:
-                unsent = pending[pos:]
-                break
+            if self._window.locked():
+                remaining = deadline - time.monotonic()
+                try:
+                    await asyncio.wait_for(self._window.acquire(), timeout=max(remaining, 0.001))
+                except TimeoutError:
+                    unsent = pending[pos:]
+                    break
+            else:
+                # Free slot: take it without yielding, so consecutive publishes coalesce into
+                # one socket write instead of waking the client's flusher per message.
+                await self._window.acquire()
             try:
                 fut = await self._send(items[i])
             except (nats.errors.OutboundBufferLimitError, nats.errors.ConnectionReconnectingError):
