@@ -25,7 +25,7 @@ from agentflow.agent import (
     MessageFn,
     encode_payload,
 )
-from agentflow.brokers import Broker, BrokerError, OutMessage, from_url
+from agentflow.brokers import Broker, OutMessage, from_url
 from agentflow.errors import ConfigError
 from agentflow.idempotency import IdempotencyStore, store_from_url
 from agentflow.retry import RetryPolicy
@@ -151,7 +151,7 @@ class App:
         self._running = True
         try:
             for spec in self.specs.values():
-                self.stats[spec.name] = AgentStats()
+                self.stats[spec.name].reset()
                 worker = AgentWorker(
                     spec,
                     self.broker,
@@ -270,9 +270,16 @@ def run_until_signal(app: App, main: Callable[[App], Any] | None = None) -> None
     async def runner() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def on_signal() -> None:
+            if stop.is_set():
+                # A second signal while draining: give up on the grace period.
+                os._exit(130)
+            stop.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
+                loop.add_signal_handler(sig, on_signal)
         await app.start()
         side: asyncio.Task[Any] | None = None
         try:
@@ -285,9 +292,9 @@ def run_until_signal(app: App, main: Callable[[App], Any] | None = None) -> None
         finally:
             if side is not None and not side.done():
                 side.cancel()
+                # Let main's own cleanup finish before the drain starts.
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await side
             await app.stop()
 
-    try:
-        asyncio.run(runner())
-    except BrokerError:
-        raise
+    asyncio.run(runner())

@@ -107,6 +107,11 @@ def _clip(text: str, width: int) -> str:
 def replay_headers(headers: dict[str, str]) -> dict[str, str]:
     """The headers of a replayed copy: dead-letter annotations removed, a fresh first attempt."""
     out = {k: v for k, v in headers.items() if not k.lower().startswith(_DLQ_ONLY)}
+    # af-agent was overwritten with the agent that gave up; restore the producer.
+    producer = headers.get(f"{envelope.DLQ_ORIGINAL_PREFIX}agent")
+    out.pop(envelope.AGENT, None)
+    if producer:
+        out[envelope.AGENT] = producer
     if envelope.ATTEMPT in out:
         out[envelope.ATTEMPT] = "1"
     return out

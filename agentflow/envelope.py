@@ -89,6 +89,9 @@ def dlq_headers(
     headers[DLQ_ERROR_TYPE] = error_type
     headers[DLQ_ERROR] = _one_line(text)[:_MAX_ERROR_CHARS]
     headers[DLQ_ATTEMPTS] = str(attempts)
+    if AGENT in original:
+        # Keep who produced the message; af-agent now names the agent that gave up on it.
+        headers[f"{DLQ_ORIGINAL_PREFIX}agent"] = original[AGENT]
     headers[AGENT] = agent
     headers[DLQ_ORIGINAL_TOPIC] = topic
     for name, value in position.items():

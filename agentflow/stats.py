@@ -22,6 +22,12 @@ class AgentStats:
     # When the latest scheduled retry falls due (monotonic); idle detection waits past it.
     retry_due: float = 0.0
 
+    def reset(self) -> None:
+        """Zero the counters in place (holders of this object keep seeing live numbers)."""
+        fresh = AgentStats()
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(fresh, name))
+
     def touch(self) -> None:
         """Record that something happened now (used by idle detection)."""
         self.last_activity = time.monotonic()

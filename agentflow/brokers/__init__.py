@@ -43,6 +43,9 @@ def from_url(url: str) -> Broker:
         known = ", ".join(f"{s}://" for s in _SCHEMES)
         raise BrokerError(f"unsupported broker URL {url!r}: scheme must be one of {known}")
     module_name, cls_name = target.split(":")
-    cls = getattr(importlib.import_module(module_name), cls_name)
+    try:
+        cls = getattr(importlib.import_module(module_name), cls_name)
+    except ImportError as exc:
+        raise BrokerError(f"broker URL {url!r} needs {exc.name or module_name}: {exc}") from exc
     broker: Broker = cls(url)
     return broker
