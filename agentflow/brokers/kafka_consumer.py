@@ -1,0 +1,447 @@
+"""A consumer-group subscription on Kafka with per-message ack, nak(delay) and term.
+
+A background poll loop owns the aiokafka consumer: it fetches with ``getmany`` into
+per-partition buffers, pauses partitions while ``max_in_flight`` messages are outstanding (or
+while the head of a retry tier is not due yet), commits periodically, and keeps polling during
+long handlers so the member is never dropped for ``max_poll_interval``. ``fetch`` hands out
+buffered records in partition order and first writes the attempt record for them.
+
+Commits: per partition, the lowest offset not done yet (kafka_offsets), with the attempt
+record (kafka_attempts) as commit metadata; periodically, once per fetched batch, when
+partitions are revoked (after draining the deliveries the runtime holds, up to
+``drain_timeout``) and on close. After a rebalance, deliveries of revoked partitions are
+stale: acking them does nothing and the new owner gets them again.
+
+``ack_wait``: Kafka has no ack deadline, so the subscription keeps one: a delivery neither
+finished nor extended (``in_progress``) within ``ack_wait`` is handed out again by this
+subscription with ``delivery_count + 1``; a late ack of the old delivery still counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from agentflow.brokers.base import BrokerError, Delivery, Subscription
+from agentflow.brokers.kafka_attempts import DONE, decode, encode
+from agentflow.brokers.kafka_config import KafkaSettings
+from agentflow.brokers.kafka_delivery import KafkaDelivery, Part, decode_headers
+from agentflow.brokers.kafka_offsets import PartitionTracker
+from agentflow.brokers.kafka_producer import RecentIds, encode_headers
+from agentflow.brokers.kafka_retry import (
+    ATTEMPT,
+    RETRY_GROUP,
+    choose_tier,
+    format_origin,
+    not_before_ms,
+    retry_headers,
+)
+from agentflow.brokers.kafka_topics import retry_topic
+
+if TYPE_CHECKING:
+    from agentflow.brokers.kafka import KafkaBroker
+
+log = logging.getLogger("agentflow.kafka")
+
+__all__ = ["KafkaSubscription"]
+
+POLL_MS = 200
+_ERROR_BACKOFF = 0.5
+
+
+def _listener(sub: KafkaSubscription) -> Any:
+    from aiokafka.abc import ConsumerRebalanceListener
+
+    class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+        """Forwards rebalance callbacks; takes no lock the poll loop could hold."""
+
+        async def on_partitions_revoked(self, revoked: Any) -> None:
+            await sub.on_revoked(revoked)
+
+        async def on_partitions_assigned(self, assigned: Any) -> None:
+            await sub.on_assigned(assigned)
+
+    return Listener()
+
+
+class KafkaSubscription(Subscription):
+    """One consumer-group member reading a topic (or pattern) and its retry tiers."""
+
+    def __init__(
+        self,
+        broker: KafkaBroker,
+        consumer: Any,
+        group: str,
+        *,
+        ack_wait: float,
+        max_in_flight: int,
+        max_deliver: int,
+    ) -> None:
+        self.broker = broker
+        self.settings: KafkaSettings = broker.settings
+        self.consumer = consumer
+        self.group = group
+        self.ack_wait = ack_wait
+        self.max_in_flight = max_in_flight if max_in_flight > 0 else 1_000
+        self.max_deliver = max_deliver
+        self.parts: dict[Any, Part] = {}
+        self.acked_ids = RecentIds(self.settings.dedup_window)
+        self._redeliver: deque[KafkaDelivery] = deque()
+        self._deadlines: list[tuple[float, int, KafkaDelivery]] = []
+        self._seq = itertools.count()
+        self._changed = asyncio.Event()
+        self._closed = False
+        self._rotate = 0
+        self._next_commit = time.monotonic() + self.settings.commit_interval
+        self._task: asyncio.Task[None] | None = None
+
+    def listener(self) -> Any:
+        """The ConsumerRebalanceListener to subscribe with."""
+        return _listener(self)
+
+    def start(self) -> None:
+        """Start the background poll loop."""
+        self._task = asyncio.create_task(self._poll_loop(), name=f"agentflow-kafka-{self.group}")
+
+    # -- rebalance callbacks -----------------------------------------------------------------
+    async def on_assigned(self, assigned: Iterable[Any]) -> None:
+        """New partitions: read the attempt record the previous owner committed."""
+        fresh = [tp for tp in assigned if tp not in self.parts]
+        for tp in fresh:
+            self.parts[tp] = Part(tp)
+        if not fresh:
+            return
+        try:
+            committed = await self.broker.admin.list_consumer_group_offsets(
+                self.group, partitions=fresh
+            )
+        except Exception as exc:
+            log.warning(
+                "group %s: cannot read attempt records (%s); counting anew", self.group, exc
+            )
+            committed = {}
+        for tp in fresh:
+            meta = committed.get(tp)
+            offset = meta.offset if meta is not None and meta.offset >= 0 else None
+            prior = decode(meta.metadata, offset) if meta is not None and offset is not None else []
+            self.parts[tp].tracker = PartitionTracker(offset, prior)
+        self._changed.set()
+
+    async def on_revoked(self, revoked: Iterable[Any]) -> None:
+        """Partitions leave: drain what the runtime holds (bounded), commit, go stale."""
+        parts = [self.parts[tp] for tp in revoked if tp in self.parts]
+        for part in parts:
+            part.revoking = True
+            part.buffer.clear()
+        deadline = time.monotonic() + self.settings.drain_timeout
+        while not self._closed and any(p.returned_in_flight() for p in parts):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                held = sum(p.returned_in_flight() for p in parts)
+                log.warning(
+                    "group %s: %d deliveries still running after %.1fs drain; handing them back",
+                    self.group,
+                    held,
+                    self.settings.drain_timeout,
+                )
+                break
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+        await self._commit(parts, force=True)
+        for part in parts:
+            part.live = False
+            self.parts.pop(part.tp, None)
+
+    # -- the poll loop -----------------------------------------------------------------------
+    def _outstanding(self) -> int:
+        return sum(
+            len(p.buffer) + (p.tracker.in_flight if p.tracker is not None else 0)
+            for p in self.parts.values()
+        )
+
+    def _not_due(self, part: Part, now_ms: int) -> int | None:
+        """Epoch ms when the head of a tier partition is due, if it is not due yet."""
+        if not part.tier or not part.buffer:
+            return None
+        head = part.buffer[0]
+        due = not_before_ms(decode_headers(head))
+        return due if due > now_ms else None
+
+    def _apply_pauses(self) -> float:
+        """Pause full or not-yet-due partitions, resume the rest; return seconds to next due."""
+        now_ms = time.time_ns() // 1_000_000
+        full = self._outstanding() >= self.max_in_flight
+        wait = POLL_MS / 1000
+        want: set[Any] = set()
+        for tp, part in self.parts.items():
+            due = self._not_due(part, now_ms)
+            if due is not None:
+                wait = min(wait, (due - now_ms) / 1000)
+            if full or part.revoking or due is not None or len(part.buffer) >= self.max_in_flight:
+                want.add(tp)
+        try:
+            assigned = self.consumer.assignment()
+            paused = self.consumer.paused()
+            to_pause = [tp for tp in want if tp in assigned and tp not in paused]
+            to_resume = [tp for tp in paused if tp not in want and tp in assigned]
+            if to_pause:
+                self.consumer.pause(*to_pause)
+            if to_resume:
+                self.consumer.resume(*to_resume)
+        except Exception as exc:  # assignment changing under us: next round fixes it
+            log.debug("pause/resume skipped: %s", exc)
+        return max(wait, 0.001)
+
+    async def _poll_loop(self) -> None:
+        while not self._closed:
+            try:
+                wait = self._apply_pauses()
+                room = max(self.max_in_flight - self._outstanding(), 1)
+                started = time.monotonic()
+                batch = await self.consumer.getmany(timeout_ms=int(wait * 1000), max_records=room)
+                for tp, records in batch.items():
+                    part = self.parts.get(tp)
+                    if part is not None and part.live and not part.revoking:
+                        part.buffer.extend(records)
+                if batch:
+                    self._changed.set()
+                elif time.monotonic() - started < wait / 2 and not self.parts:
+                    await asyncio.sleep(wait)  # no assignment yet: getmany returns at once
+                self._expire()
+                if time.monotonic() >= self._next_commit:
+                    self._next_commit = time.monotonic() + self.settings.commit_interval
+                    await self._commit(list(self.parts.values()))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self._closed:
+                    return
+                log.warning("group %s: poll failed (%s); retrying", self.group, exc)
+                await asyncio.sleep(_ERROR_BACKOFF)
+
+    def _expire(self) -> None:
+        """Hand out again deliveries that outlived ``ack_wait`` without news."""
+        now = time.monotonic()
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            _, _, d = heapq.heappop(heap)
+            if d.finished or d.superseded or d.stale or d.part.revoking:
+                continue
+            if d.deadline > now:  # extended by in_progress: check again later
+                heapq.heappush(heap, (d.deadline, next(self._seq), d))
+                continue
+            d.superseded = True
+            part = d.part
+            assert part.tracker is not None
+            count = d.delivery_count + 1
+            part.tracker.handed_out_again(d.offset)
+            part.dirty = True
+            again = KafkaDelivery(self, part, d.record, d.raw_headers, count)
+            part.current[d.offset] = again
+            self._redeliver.append(again)
+            self._changed.set()
+
+    # -- handing out -------------------------------------------------------------------------
+    async def fetch(self, max_messages: int, timeout: float) -> list[Delivery]:
+        """Up to ``max_messages`` deliveries in partition order, waiting up to ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while not self._closed:
+            self._expire()
+            out, wait = self._take(max(max_messages, 1))
+            if out:
+                # The attempt record: written before any handler can start (and crash).
+                await self._commit({d.part.tp: d.part for d in out}.values(), force=True)
+                ready = [d for d in out if d.part.live and not d.part.revoking]
+                for d in ready:
+                    d.returned = True
+                if ready:
+                    return list(ready)
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return []
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(left, wait))
+        return []
+
+    def _take(self, limit: int) -> tuple[list[KafkaDelivery], float]:
+        out: list[KafkaDelivery] = []
+        while self._redeliver and len(out) < limit:
+            d = self._redeliver.popleft()
+            if d.finished or d.stale or d.part.revoking or d.part.current.get(d.offset) is not d:
+                continue
+            if self._over_limit(d):
+                continue
+            self._arm(d)
+            out.append(d)
+        now_ms = time.time_ns() // 1_000_000
+        wait = POLL_MS / 1000
+        parts = [p for p in self.parts.values() if p.tracker is not None and not p.revoking]
+        if parts:
+            self._rotate = (self._rotate + 1) % len(parts)
+            parts = parts[self._rotate :] + parts[: self._rotate]
+        for part in parts:
+            while part.buffer and len(out) < limit:
+                due = self._not_due(part, now_ms)
+                if due is not None:
+                    wait = min(wait, (due - now_ms) / 1000)
+                    break
+                admitted = self._admit(part, part.buffer.popleft())
+                if admitted is not None:
+                    out.append(admitted)
+        return out, max(wait, 0.001)
+
+    def _admit(self, part: Part, record: Any) -> KafkaDelivery | None:
+        """Track a buffered record; a delivery for it, or None if it is skipped."""
+        tracker = part.tracker
+        assert tracker is not None
+        offset = record.offset
+        if not tracker.is_new(offset):
+            return None  # refetched after a pause/seek: already tracked
+        headers = decode_headers(record)
+        skip = tracker.prior_state(offset) == DONE  # finished before the last owner died
+        if part.tier:
+            group = headers.get(RETRY_GROUP)
+            skip = skip or (group is not None and group != self.group)
+        else:
+            mid = headers.get("af-id")
+            skip = skip or (mid is not None and mid in self.acked_ids)
+        if skip:
+            tracker.skip(offset)
+            part.dirty = True
+            return None
+        base = 1
+        if part.tier:
+            with contextlib.suppress(ValueError):
+                base = max(int(headers.get(ATTEMPT, "1")), 1)
+        handed = tracker.track(offset)
+        part.dirty = True
+        d = KafkaDelivery(self, part, record, headers, base + handed - 1)
+        if self._over_limit(d):
+            return None
+        part.current[offset] = d
+        self._arm(d)
+        return d
+
+    def _over_limit(self, d: KafkaDelivery) -> bool:
+        if self.max_deliver <= 0 or d.delivery_count <= self.max_deliver:
+            return False
+        # Like JetStream's MaxDeliver: the runtime dead-letters well before this point.
+        log.warning(
+            "group %s: %s delivered %d times (max_deliver=%d); not delivering it again",
+            self.group,
+            d.fallback_id,
+            d.delivery_count - 1,
+            self.max_deliver,
+        )
+        self._close_slot(d)
+        return True
+
+    def _arm(self, d: KafkaDelivery) -> None:
+        d.touch()
+        if self.ack_wait > 0:
+            heapq.heappush(self._deadlines, (d.deadline, next(self._seq), d))
+
+    # -- outcomes ----------------------------------------------------------------------------
+    def _close_slot(self, d: KafkaDelivery) -> None:
+        part = d.part
+        d.finished = True
+        current = part.current.pop(d.offset, None)
+        if current is not None:
+            current.finished = True
+        if part.tracker is not None and part.tracker.done(d.offset):
+            part.dirty = True
+        self._changed.set()
+
+    def finish(self, d: KafkaDelivery, *, acked: bool) -> None:
+        """Ack or term: the offset is done (a no-op for stale or finished deliveries)."""
+        if d.finished or d.stale:
+            return
+        mid = d.headers.get("af-id")
+        if acked and mid:
+            # A later copy of this id on the topic (a producer that died before its ack and
+            # published again) is then skipped by this group: consumer-side dedup.
+            self.acked_ids.add(mid)
+        self._close_slot(d)
+
+    async def nak(self, d: KafkaDelivery, delay: float) -> None:
+        """Copy the record to its retry tier with attempt + 1 and a not-before, then finish."""
+        if d.finished or d.stale or d.superseded:
+            return
+        tier = choose_tier(delay, self.settings.retry_delays)
+        target = retry_topic(d.part.base_topic, tier)
+        headers = retry_headers(
+            d.raw_headers,
+            attempt=d.delivery_count + 1,
+            delay=delay,
+            group=self.group,
+            origin=format_origin(*d.origin),
+        )
+        await self.broker.ensure_known([target])
+        try:
+            await self.broker.publisher.send_copy(
+                target, d.payload, d.record.key, encode_headers(headers)
+            )
+        except Exception as exc:
+            raise BrokerError(f"cannot write the retry copy to {target!r}: {exc}") from exc
+        self._close_slot(d)
+
+    # -- commits -----------------------------------------------------------------------------
+    async def _commit(self, parts: Iterable[Part], *, force: bool = False) -> None:
+        from aiokafka.errors import OffsetMetadataTooLargeError
+
+        offsets: dict[Any, tuple[int, str]] = {}
+        chosen: list[Part] = []
+        for part in parts:
+            tracker = part.tracker
+            if tracker is None or not part.live or not (part.dirty or force):
+                continue
+            offset = tracker.commit_offset()
+            if offset is None:
+                continue
+            offsets[part.tp] = (offset, encode(offset, tracker.runs()))
+            part.dirty = False
+            chosen.append(part)
+        if not offsets:
+            return
+        try:
+            try:
+                await self.consumer.commit(offsets)
+            except OffsetMetadataTooLargeError:
+                log.warning(
+                    "group %s: cluster refuses attempt records; committing without", self.group
+                )
+                await self.consumer.commit({tp: (o, "") for tp, (o, _) in offsets.items()})
+        except Exception as exc:
+            for part in chosen:
+                part.dirty = True
+            log.warning("group %s: commit failed (%s); will retry", self.group, exc)
+
+    async def close(self) -> None:
+        """Commit what is done, hand back the rest, leave the group."""
+        if self._closed:
+            return
+        self._closed = True
+        self._changed.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        try:
+            await self._commit(list(self.parts.values()), force=True)
+        finally:
+            for part in self.parts.values():
+                part.live = False
+            self.parts.clear()
+            self.broker.forget(self)
+            with contextlib.suppress(Exception):
+                await self.consumer.stop()

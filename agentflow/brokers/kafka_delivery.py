@@ -1,0 +1,144 @@
+"""One Kafka record handed to the runtime, and the per-partition state behind it."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from agentflow.brokers.base import Delivery
+from agentflow.brokers.kafka_offsets import PartitionTracker
+from agentflow.brokers.kafka_retry import INTERNAL_HEADERS, RETRY_ORIGIN, parse_origin
+from agentflow.brokers.kafka_topics import split_retry_topic
+
+if TYPE_CHECKING:
+    from agentflow.brokers.kafka_consumer import KafkaSubscription
+
+__all__ = ["KafkaDelivery", "Part", "decode_headers"]
+
+
+def decode_headers(record: Any) -> dict[str, str]:
+    """A record's headers as text (invalid UTF-8 becomes U+FFFD; a later duplicate wins)."""
+    out: dict[str, str] = {}
+    for name, value in record.headers or ():
+        if value is not None:
+            out[name] = value.decode("utf-8", "replace")
+    return out
+
+
+class Part:
+    """One assigned partition of a subscription, for the lifetime of that assignment."""
+
+    __slots__ = (
+        "base_topic",
+        "buffer",
+        "current",
+        "dirty",
+        "live",
+        "revoking",
+        "tier",
+        "tp",
+        "tracker",
+    )
+
+    def __init__(self, tp: Any) -> None:
+        self.tp = tp
+        split = split_retry_topic(tp.topic)
+        # Retry tiers deliver under the name of the topic they retry.
+        self.base_topic: str = split[0] if split else tp.topic
+        self.tier = split is not None
+        # None until the attempt record of the previous owner has been read.
+        self.tracker: PartitionTracker | None = None
+        self.buffer: deque[Any] = deque()
+        # offset -> the delivery currently responsible for it
+        self.current: dict[int, KafkaDelivery] = {}
+        self.live = True
+        self.revoking = False
+        self.dirty = False
+
+    def returned_in_flight(self) -> int:
+        """Deliveries the runtime holds that are not finished yet."""
+        return sum(1 for d in self.current.values() if d.returned and not d.finished)
+
+
+class KafkaDelivery(Delivery):
+    """A record of a partition (or of a retry tier, shown under its original topic)."""
+
+    def __init__(
+        self,
+        sub: KafkaSubscription,
+        part: Part,
+        record: Any,
+        raw_headers: dict[str, str],
+        delivery_count: int,
+    ) -> None:
+        self._sub = sub
+        self._part = part
+        self.record = record
+        self.raw_headers = raw_headers
+        self.topic = part.base_topic
+        self.payload = record.value if record.value is not None else b""
+        self.headers = {k: v for k, v in raw_headers.items() if k not in INTERNAL_HEADERS}
+        self.key = record.key.decode("utf-8", "replace") if record.key is not None else None
+        self.delivery_count = delivery_count
+        origin = parse_origin(raw_headers.get(RETRY_ORIGIN)) if part.tier else None
+        self.origin: tuple[str, int, int] = origin or (
+            part.base_topic,
+            record.partition,
+            record.offset,
+        )
+        self.returned = False
+        self.finished = False
+        self.superseded = False
+        self.deadline = 0.0
+        self.touch()
+
+    @property
+    def part(self) -> Part:
+        """The partition state this delivery belongs to."""
+        return self._part
+
+    @property
+    def offset(self) -> int:
+        """Offset of the record in its (possibly retry-tier) partition."""
+        offset: int = self.record.offset
+        return offset
+
+    @property
+    def position(self) -> dict[str, str]:
+        """Where the original record lives: topic, partition and offset."""
+        topic, partition, offset = self.origin
+        return {"topic": topic, "partition": str(partition), "offset": str(offset)}
+
+    @property
+    def fallback_id(self) -> str:
+        """``<topic>:<partition>:<offset>`` of the original record (stable across retries)."""
+        topic, partition, offset = self.origin
+        return f"{topic}:{partition}:{offset}"
+
+    @property
+    def stale(self) -> bool:
+        """True once the partition was revoked or the subscription closed."""
+        return not self._part.live
+
+    def touch(self) -> None:
+        """Restart the ack deadline."""
+        ack_wait = self._sub.ack_wait
+        self.deadline = time.monotonic() + ack_wait if ack_wait > 0 else float("inf")
+
+    async def ack(self) -> None:
+        """Mark the record done; the next commit may move past it."""
+        self._sub.finish(self, acked=True)
+
+    async def term(self) -> None:
+        """Mark the record done without a retry (its dead-letter copy was published)."""
+        self._sub.finish(self, acked=False)
+
+    async def nak(self, delay: float = 0.0) -> None:
+        """Publish a delayed copy to the retry tier, then mark the record done."""
+        await self._sub.nak(self, delay)
+
+    async def in_progress(self) -> None:
+        """Extend the ack deadline (Kafka itself has none: the poll loop keeps us alive)."""
+        if not self.finished:
+            self.touch()

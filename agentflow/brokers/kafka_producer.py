@@ -1,0 +1,165 @@
+"""The idempotent producer behind KafkaBroker.publish and the retry-tier copies.
+
+``enable_idempotence=True`` (hence ``acks=all``): a message counts as published only when all
+in-sync replicas have it, and the producer's own retries never write it twice. A batch is
+sent in one go and then awaited as a whole, so publishing N messages costs about one round
+trip, not N. Keys pick the partition exactly as the Java client does (murmur2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+from agentflow import _native
+from agentflow.brokers.base import OutMessage, PublishError
+from agentflow.brokers.kafka_config import KafkaSettings
+
+__all__ = ["Publisher", "RecentIds", "encode_headers", "java_partitioner"]
+
+
+def java_partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+    """aiokafka partitioner: murmur2 for keys (native), sticky-free random spread otherwise."""
+    if key is None:
+        import random
+
+        return random.choice(available or all_partitions)
+    return all_partitions[_native.murmur2_partition(key, len(all_partitions))]
+
+
+def encode_headers(headers: dict[str, str]) -> list[tuple[str, bytes]]:
+    """Kafka header pairs from a header dict (values as UTF-8)."""
+    return [(name, value.encode("utf-8", "surrogateescape")) for name, value in headers.items()]
+
+
+class RecentIds:
+    """Ids seen in the last ``window`` seconds (at most ``max_size``); lookup never records."""
+
+    def __init__(self, window: float, max_size: int = 100_000) -> None:
+        self.window = window
+        self.max_size = max_size
+        self._ids: OrderedDict[str, float] = OrderedDict()
+
+    def __contains__(self, item: str) -> bool:
+        expiry = self._ids.get(item)
+        return expiry is not None and expiry > time.monotonic()
+
+    def add(self, item: str) -> None:
+        """Remember ``item`` for the window (from now)."""
+        if self.window <= 0:
+            return
+        now = time.monotonic()
+        ids = self._ids
+        ids.pop(item, None)
+        ids[item] = now + self.window
+        # Insertion order is expiry order (constant window): trim from the front.
+        while ids and (len(ids) > self.max_size or next(iter(ids.values())) <= now):
+            ids.popitem(last=False)
+
+
+def _record_size(value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]) -> int:
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+    size: int = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
+    return size
+
+
+class Publisher:
+    """An idempotent aiokafka producer with batch publish, size checks and a dedup window."""
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self.settings = settings
+        self.producer: Any = None
+        self.recent = RecentIds(settings.dedup_window)
+
+    async def start(self) -> None:
+        """Connect the producer (bootstrap + metadata)."""
+        from aiokafka import AIOKafkaProducer
+
+        s = self.settings
+        self.producer = AIOKafkaProducer(
+            **s.client_kwargs(),
+            enable_idempotence=True,
+            acks="all",
+            max_request_size=s.max_request_size,
+            linger_ms=s.linger_ms,
+            partitioner=java_partitioner,
+        )
+        try:
+            await self.producer.start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        """Flush and close."""
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            await producer.stop()
+
+    def _check_size(self, topic: str, size: int) -> None:
+        if size > self.settings.max_request_size:
+            raise PublishError(
+                f"message for Kafka topic {topic!r} is {size} bytes, above max_request_size="
+                f"{self.settings.max_request_size} (raise it with ?max_request_size=, and the "
+                "topic's max.message.bytes on the cluster)"
+            )
+
+    async def publish(self, messages: Sequence[OutMessage]) -> None:
+        """Send every message not published within the dedup window; wait for all acks."""
+        if self.producer is None:
+            raise PublishError("Kafka broker is not connected (call connect() first)")
+        batch: list[tuple[OutMessage, bytes | None, list[tuple[str, bytes]], str]] = []
+        pending: set[str] = set()
+        for msg in messages:
+            dedup = msg.dedup_id or msg.message_id
+            if dedup and (dedup in self.recent or dedup in pending):
+                continue  # accepted already inside the window: drop silently
+            key = msg.key.encode("utf-8") if msg.key is not None else None
+            headers = encode_headers(msg.headers)
+            self._check_size(msg.topic, _record_size(msg.payload, key, headers))
+            batch.append((msg, key, headers, dedup))
+            if dedup:
+                pending.add(dedup)
+        futures = []
+        for msg, key, headers, _ in batch:
+            futures.append(await self._send(msg.topic, msg.payload, key, headers))
+        await self._wait(futures, [m.topic for m, *_ in batch])
+        for *_, dedup in batch:
+            if dedup:
+                self.recent.add(dedup)
+
+    async def send_copy(
+        self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
+        """Publish one raw record (a retry-tier copy) and wait for its ack."""
+        if self.producer is None:
+            raise PublishError("Kafka broker is not connected")
+        self._check_size(topic, _record_size(value, key, headers))
+        await self._wait([await self._send(topic, value, key, headers)], [topic])
+
+    async def _send(
+        self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> asyncio.Future[Any]:
+        from aiokafka.errors import KafkaError
+
+        try:
+            fut: asyncio.Future[Any] = await self.producer.send(
+                topic, value, key=key, headers=headers
+            )
+        except KafkaError as exc:
+            raise PublishError(f"Kafka refused a message for {topic!r}: {exc}") from exc
+        return fut
+
+    async def _wait(self, futures: list[asyncio.Future[Any]], topics: list[str]) -> None:
+        from aiokafka.errors import KafkaError
+
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        for topic, result in zip(topics, results, strict=True):
+            if isinstance(result, KafkaError):
+                raise PublishError(f"Kafka did not accept a message for {topic!r}: {result}")
+            if isinstance(result, BaseException):
+                raise result
