@@ -211,7 +211,9 @@ def test_coarsen_keeps_done_only_when_both_done() -> None:
     assert coarsen([Run(0, 0, DONE), Run(1, 1, 2), Run(2, 2, 1)]) == [Run(0, 1, 2), Run(2, 2, 1)]
 
 
-@pytest.mark.parametrize("garbage", ["", "other-app", "af1 x", "af1 5-2:1", "af1 0:0", "af1 1:1 0:1"])
+@pytest.mark.parametrize(
+    "garbage", ["", "other-app", "af1 x", "af1 5-2:1", "af1 0:0", "af1 1:1 0:1"]
+)
 def test_foreign_or_garbled_metadata_is_ignored(garbage: str) -> None:
     assert decode(garbage, 10) == []
 
