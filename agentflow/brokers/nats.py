@@ -400,7 +400,9 @@ class NatsBroker(Broker):
         """Bind (creating or updating) the durable pull consumer of ``group`` on ``pattern``."""
         validate_subject(pattern, wildcards=True)
         stream = await self.streams.ensure(pattern)
-        durable = safe_name(group)
+        # The pattern is part of the name: two deployments that share a group name but
+        # consume different subjects must not keep re-filtering one consumer between them.
+        durable = safe_name(f"{group}__{pattern}")
         config = api.ConsumerConfig(
             durable_name=durable,
             name=durable,

