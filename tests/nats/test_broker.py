@@ -13,7 +13,7 @@ from nats.js.errors import NotFoundError
 
 from agentflow.brokers import from_url
 from agentflow.brokers.base import BrokerError, Delivery, OutMessage, PublishError, Subscription
-from agentflow.brokers.nats import NatsBroker
+from agentflow.brokers.nats import NatsBroker, NatsSubscription
 from agentflow.brokers.nats_streams import MANAGED_DESCRIPTION
 
 pytestmark = pytest.mark.nats
@@ -418,3 +418,35 @@ async def test_publish_survives_a_brief_server_restart(
         assert await sub.fetch(1, 1.0) == []  # the pre-restart ack reached the server
     finally:
         await b.close()
+
+
+async def test_operator_streams_for_traffic_and_dead_letters_are_both_bound(
+    broker: NatsBroker, subject: Subject, prefix: str
+) -> None:
+    # The docs' recipe for keeping dead letters longer than the traffic.
+    await broker.js.add_stream(name=f"ORD_{prefix}", subjects=[subject("*")])
+    await broker.js.add_stream(
+        name=f"ORDDLQ_{prefix}", subjects=[subject("*.dlq")], max_age=30 * 86400
+    )
+    await broker.ensure_topics([subject("created")])
+    await broker.publish([msg(subject("created"), "a"), msg(subject("created.dlq"), "dead")])
+    assert (await broker.js.stream_info(f"ORD_{prefix}")).state.messages == 1
+    assert (await broker.js.stream_info(f"ORDDLQ_{prefix}")).state.messages == 1
+    [dead] = await broker.browse(subject("created.dlq"))
+    assert dead.position["stream"] == f"ORDDLQ_{prefix}"
+
+
+async def test_resubscribing_with_new_settings_updates_the_consumer(
+    broker: NatsBroker, subject: Subject
+) -> None:
+    topic = subject("in")
+    sub = await sub_of(broker, topic, "grp", ack_wait=5, max_deliver=4)
+    await sub.close()
+    sub = await sub_of(broker, topic, "grp", ack_wait=9, max_deliver=7, max_in_flight=200)
+    assert isinstance(sub, NatsSubscription)
+    info = await broker.js.consumer_info(sub.stream, sub.durable)
+    assert info.config.ack_wait == 9
+    assert info.config.max_deliver == 7
+    assert info.config.max_ack_pending == 16 * 200
+    assert info.config.filter_subject == topic
+    await sub.close()
