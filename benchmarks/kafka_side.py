@@ -35,7 +35,7 @@ class KafkaSide(Side):
         self._producer: AIOKafkaProducer | None = None
         self._probe: AIOKafkaConsumer | None = None
         self._pending: list[asyncio.Future[object]] = []
-        self._listen_task: asyncio.Task[None] | None = None
+        self._listen_tasks: list[asyncio.Task[None]] = []
         self._listen_stop = asyncio.Event()
 
     async def open(self) -> None:
@@ -151,8 +151,7 @@ class KafkaSide(Side):
             return False
         return all(tp in committed and committed[tp].offset >= ends[tp] for tp in parts)
 
-    async def listen(self, topics: Topics, listener: Listener) -> None:
-        await self.unlisten()
+    async def listen(self, topics: Topics, topic: str, listener: Listener) -> None:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             enable_auto_commit=False,
@@ -160,16 +159,18 @@ class KafkaSide(Side):
             client_id=f"verifier-{uuid.uuid4().hex[:6]}",
         )
         await consumer.start()
-        parts = self._partitions_of(topics.topic_out)
+        parts = self._partitions_of(topic)
         consumer.assign(parts)
         await consumer.seek_to_end(*parts)
         for tp in parts:  # resolve the positions now, not at the first fetch
             await consumer.position(tp)
-        self._listen_stop = asyncio.Event()
+        if not self._listen_tasks:
+            self._listen_stop = asyncio.Event()
+        stop = self._listen_stop
 
         async def loop() -> None:
             try:
-                while not self._listen_stop.is_set():
+                while not stop.is_set():
                     batch = await consumer.getmany(timeout_ms=100)
                     for records in batch.values():
                         for rec in records:
@@ -177,14 +178,14 @@ class KafkaSide(Side):
             finally:
                 await consumer.stop()
 
-        self._listen_task = asyncio.create_task(loop())
+        self._listen_tasks.append(asyncio.create_task(loop()))
 
     async def unlisten(self) -> None:
-        if self._listen_task is not None:
-            self._listen_stop.set()
-            with contextlib.suppress(asyncio.CancelledError, KafkaError):
-                await asyncio.wait_for(self._listen_task, timeout=10.0)
-            self._listen_task = None
+        tasks, self._listen_tasks = self._listen_tasks, []
+        self._listen_stop.set()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, KafkaError, TimeoutError):
+                await asyncio.wait_for(task, timeout=10.0)
 
     async def read_out(self, topics: Topics, timeout: float) -> list[OutRecord]:
         parts = self._partitions_of(topics.topic_out)

@@ -102,6 +102,20 @@ def summarize(data: dict[str, Any]) -> list[Summary]:
     return out
 
 
+def _floor(data: dict[str, Any]) -> dict[str, dict[str, Stat]]:
+    """Latency of the producer -> broker -> listener path alone, over every run."""
+    runs = [r for r in data["runs"] if r.get("floor")]
+    if not runs:
+        return {}
+    return {
+        phase: {
+            q: Stat.of([_num(r["floor"].get(phase, {}).get(f"{q}_ms")) for r in runs])
+            for q in ("p50", "p95", "p99")
+        }
+        for phase in ("half-rate", "fixed-rate")
+    }
+
+
 def _ratio(a: Summary | None, b: Summary | None, attr: str) -> float:
     if a is None or b is None or not (a.ranked and b.ranked):
         return NAN
@@ -140,6 +154,13 @@ def broker_section(data: dict[str, Any], chart_name: str) -> tuple[list[str], li
             f"| {x.rss.fmt()} | {x.rates['half-rate'].fmt()} "
             f"| {' / '.join(half[q].fmt(1, False) for q in ('p50', 'p95', 'p99'))} "
             f"| {' / '.join(fixed[q].fmt(1, False) for q in ('p50', 'p95', 'p99'))} |"
+        )
+    floor = _floor(data)
+    if floor:
+        lines.append(
+            f"| _floor: input seen by the harness, no contender hop_ | | | | | "
+            f"| {' / '.join(floor['half-rate'][q].fmt(1, False) for q in ('p50', 'p95', 'p99'))} "
+            f"| {' / '.join(floor['fixed-rate'][q].fmt(1, False) for q in ('p50', 'p95', 'p99'))} |"
         )
     problems = [x for x in sums if not x.ranked]
     if problems:

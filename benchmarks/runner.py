@@ -56,6 +56,9 @@ class RunResult:
     cpu_per_100k: float = float("nan")
     peak_rss_mib: float = float("nan")
     latency: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Latency of the input itself (producer -> broker -> harness listener): the floor that
+    # no contender can go below on this machine.
+    floor: dict[str, dict[str, float]] = field(default_factory=dict)
     delivery: dict[str, dict[str, int]] = field(default_factory=dict)
     exit_code: int | None = None
 
@@ -110,6 +113,18 @@ class Child:
         _, status, rusage = await loop.run_in_executor(None, os.wait4, self.proc.pid, 0)
         self._reaped(status, rusage)
 
+    def peak_rss_mib(self) -> float:
+        """The contender's peak resident set so far (``VmHWM``, Linux). Read while it runs:
+        ``ru_maxrss`` after ``wait4`` also counts the harness's pages the child had between
+        fork and exec."""
+        try:
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        except (OSError, ValueError, IndexError):
+            pass
+        return float("nan")
+
     def _reaped(self, status: int, rusage: Any) -> None:
         self.rusage = rusage
         self.exit_code = os.waitstatus_to_exitcode(status)
@@ -146,6 +161,15 @@ async def _wait_output(side: Side, topics: Topics, n: int) -> tuple[bool, list[t
         elif now - last_change > STALL_TIMEOUT:
             return False, samples
         await asyncio.sleep(POLL)
+
+
+async def _wait_stored(side: Side, topics: Topics, expected: int) -> None:
+    """The harness's own producer must not lose anything (else it is not the contender's)."""
+    deadline = time.monotonic() + 10.0
+    while (stored := await side.in_count(topics)) < expected:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"harness producer: input holds {stored} of {expected} messages")
+        await asyncio.sleep(0.05)
 
 
 async def _wait_listener(listener: Listener, phase: int, n: int) -> bool:
@@ -226,10 +250,9 @@ async def run_contender(side: Side, contender: str, repeat: int, s: Settings) ->
                 live_rate = rate_from_samples(samples, s.n)
                 await _paced_phases(side, topics, run, s, live_rate, result, expected)
             await _wait_settled(side, topics)
+            result.peak_rss_mib = child.peak_rss_mib()
             await child.stop()
         result.exit_code = child.exit_code
-        if child.rusage is not None:
-            result.peak_rss_mib = child.rusage.ru_maxrss / 1024  # KiB on Linux
         records = await side.read_out(topics, timeout=60.0)
         backlog_stamps = [r.stored_ns for r in records if r.phase == BACKLOG]
         result.throughput = steady_throughput(backlog_stamps)
@@ -268,6 +291,10 @@ async def run_contender(side: Side, contender: str, repeat: int, s: Settings) ->
     return result
 
 
+def _values(listener: Listener, phase: int, skip: int) -> list[int]:
+    return [v for (p, seq), v in listener.latencies_ns.items() if p == phase and seq >= skip]
+
+
 async def _paced_phases(
     side: Side,
     topics: Topics,
@@ -279,19 +306,22 @@ async def _paced_phases(
 ) -> None:
     """Latency at 50% of this contender's own measured rate, then at the fixed rate."""
     listener = Listener()
-    await side.listen(topics, listener)
+    floor = Listener()  # the input as the broker accepts it: producer + broker + listener
+    await side.listen(topics, topics.topic_out, listener)
+    await side.listen(topics, topics.topic_in, floor)
     try:
         for phase, rate in ((HALF_RATE, 0.5 * live_rate), (FIXED_RATE, s.fixed_rate)):
             if not rate > 0:
                 continue
             count = max(s.min_latency_messages, int(rate * s.latency_seconds))
             expected[phase] = count
+            before = await side.in_count(topics)
             achieved = await side.produce_paced(topics, run, phase, count, rate)
+            await _wait_stored(side, topics, before + count)
             await _wait_listener(listener, phase, count)
             skip = int(count * s.warmup_fraction)
-            values = [
-                v for (p, seq), v in listener.latencies_ns.items() if p == phase and seq >= skip
-            ]
-            result.latency[PHASE_NAMES[phase]] = _latency_summary(values, rate, achieved)
+            name = PHASE_NAMES[phase]
+            result.latency[name] = _latency_summary(_values(listener, phase, skip), rate, achieved)
+            result.floor[name] = _latency_summary(_values(floor, phase, skip), rate, achieved)
     finally:
         await side.unlisten()

@@ -105,11 +105,12 @@ class Side(abc.ABC):
         """Whether the contender's group acknowledged/committed every input."""
 
     @abc.abstractmethod
-    async def listen(self, topics: Topics, listener: Listener) -> None:
-        """Start feeding new output messages to ``listener`` (until ``unlisten``)."""
+    async def listen(self, topics: Topics, topic: str, listener: Listener) -> None:
+        """Start feeding new messages of ``topic`` to ``listener`` (until ``unlisten``)."""
 
     @abc.abstractmethod
-    async def unlisten(self) -> None: ...
+    async def unlisten(self) -> None:
+        """Stop every listener."""
 
     @abc.abstractmethod
     async def read_out(self, topics: Topics, timeout: float) -> list[OutRecord]:
