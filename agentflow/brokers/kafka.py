@@ -205,6 +205,9 @@ class KafkaBroker(Broker):
             session_timeout_ms=s.session_timeout_ms,
             heartbeat_interval_ms=s.heartbeat_interval_ms,
             max_poll_interval_ms=s.max_poll_interval_ms,
+            # aiokafka defaults this to the session timeout: the group would drop a member
+            # still draining its revoked partitions. Give the drain room, as Java does.
+            rebalance_timeout_ms=max(s.max_poll_interval_ms, int(s.drain_timeout * 1000) + 5000),
             fetch_max_wait_ms=s.fetch_max_wait_ms,
             metadata_max_age_ms=s.metadata_max_age_ms,
         )

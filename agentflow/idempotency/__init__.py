@@ -19,6 +19,8 @@ _SCHEMES: dict[str, str] = {
     "memory": "agentflow.idempotency.memory:from_url",
     "sqlite": "agentflow.idempotency.sqlite:from_url",
     "nats-kv": "agentflow.idempotency.nats_kv:from_url",
+    "redis": "agentflow.idempotency.redis:from_url",
+    "rediss": "agentflow.idempotency.redis:from_url",
 }
 
 
