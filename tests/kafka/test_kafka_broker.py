@@ -18,7 +18,6 @@ from agentflow.brokers.kafka_delivery import KafkaDelivery
 from tests.kafka.support import (
     committed,
     connected,
-    eventually,
     fast,
     fetch_n,
     name,
