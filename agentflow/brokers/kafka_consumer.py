@@ -7,7 +7,9 @@ long handlers so the member is never dropped for ``max_poll_interval``. ``fetch`
 buffered records in partition order and first writes the attempt record for them.
 
 Commits: per partition, the lowest offset not done yet (kafka_offsets), with the attempt
-record (kafka_attempts) as commit metadata; periodically, once per fetched batch, when
+record (kafka_attempts) as commit metadata; records an earlier owner received but never
+finished (it crashed or timed out) are handed out one at a time, so a crash loop raises the
+count of the killer only; periodically, once per fetched batch, when
 partitions are revoked (after draining the deliveries the runtime holds, up to
 ``drain_timeout``) and on close. After a rebalance, deliveries of revoked partitions are
 stale: acking them does nothing and the new owner gets them again.
@@ -290,14 +292,26 @@ class KafkaSubscription(Subscription):
             self._rotate = (self._rotate + 1) % len(parts)
             parts = parts[self._rotate :] + parts[: self._rotate]
         for part in parts:
+            tracker = part.tracker
+            assert tracker is not None
+            taken = 0
             while part.buffer and len(out) < limit:
                 due = self._not_due(part, now_ms)
                 if due is not None:
                     wait = min(wait, (due - now_ms) / 1000)
                     break
+                # A record an earlier owner got but never finished may be what killed it:
+                # such suspects go out one at a time, alone in their partition, so the next
+                # crash counts against the killer only, not its whole batch.
+                suspect = tracker.prior_state(part.buffer[0].offset) > 0
+                if suspect and (taken or tracker.in_flight):
+                    break
                 admitted = self._admit(part, part.buffer.popleft())
                 if admitted is not None:
                     out.append(admitted)
+                    taken += 1
+                    if suspect:
+                        break
         return out, max(wait, 0.001)
 
     def _admit(self, part: Part, record: Any) -> KafkaDelivery | None:

@@ -97,6 +97,13 @@ async def committed(broker: KafkaBroker, group: str) -> dict[tuple[str, int], tu
     return {(tp.topic, tp.partition): (m.offset, m.metadata) for tp, m in raw.items()}
 
 
+async def committed_one(broker: KafkaBroker, group: str, topic: str) -> tuple[int, str]:
+    """The (offset, metadata) the group committed for the only partition of ``topic``."""
+    found = [v for (t, _), v in (await committed(broker, group)).items() if t == topic]
+    assert len(found) == 1, found
+    return found[0]
+
+
 async def eventually(check: Callable[[], bool], timeout: float = 20.0, what: str = "it") -> None:
     """Wait until ``check()`` holds."""
     deadline = time.monotonic() + timeout
