@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agentflow import App, Context
+from agentflow.envelope import new_id
 from tests.conformance.support import Recorder, collector, eventually, recording
 
 
@@ -22,13 +23,14 @@ async def test_duplicate_message_id_runs_handler_once(
     async def once(msg: dict[str, str], ctx: Context) -> None:
         calls.append(ctx.message_id)
 
+    dup = new_id()  # fresh per run: durable stores (NATS KV) outlive one test session
     async with app:
-        await app.publish(topic("in"), {"v": "1"}, message_id="01JDUPLICATEMESSAGEID00001")
-        await app.publish(topic("in"), {"v": "1"}, message_id="01JDUPLICATEMESSAGEID00001")
+        await app.publish(topic("in"), {"v": "1"}, message_id=dup)
+        await app.publish(topic("in"), {"v": "1"}, message_id=dup)
         await app.publish(topic("in"), {"v": "2"})
         await eventually(lambda: len(calls) == 2, what="two distinct messages")
         await asyncio.sleep(0.5)
-    assert calls.count("01JDUPLICATEMESSAGEID00001") == 1
+    assert calls.count(dup) == 1
 
 
 async def test_same_idempotency_key_under_new_id_runs_once(
@@ -43,15 +45,16 @@ async def test_same_idempotency_key_under_new_id_runs_once(
         return {"charged": msg["order"]["id"]}
 
     out = collector(app, topic("out"))
+    a, b = topic("A"), topic("B")  # unique keys: durable stores outlive one test session
     async with app:
-        first = await app.publish(topic("in"), {"order": {"id": "A"}})
-        second = await app.publish(topic("in"), {"order": {"id": "A"}})
-        await app.publish(topic("in"), {"order": {"id": "B"}})
+        first = await app.publish(topic("in"), {"order": {"id": a}})
+        second = await app.publish(topic("in"), {"order": {"id": a}})
+        await app.publish(topic("in"), {"order": {"id": b}})
         assert first != second
         await eventually(
             lambda: app.stats["charge"].duplicates == 1 and len(out) == 2, what="dedup by key"
         )
-    assert sorted(calls) == ["A", "B"]
+    assert sorted(calls) == sorted([a, b])
 
 
 async def test_redelivered_input_republishes_identical_ids(
