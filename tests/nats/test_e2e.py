@@ -232,10 +232,13 @@ async def test_chaos_sigkill_workers_exactly_once_effects_and_exact_dlq(
         assert reasons == {"max-attempts"}
         assert await dlq_ids(broker, f"{prefix}.effects.dlq") == []
         rewrites = sum(1 for r in rows if int(str(r[2])) > 1)
+        interrupted = count(db, "retried")
+        assert interrupted > 0, "the SIGKILLs hit workers in the middle of processing"
         starts = sum(w.starts for w in workers)
         print(
             f"\nchaos: {n} orders ({len(poison)} poison), {kills} SIGKILLs, "
             f"{starts} worker starts, "
+            f"{interrupted} orders redelivered after a kill, "
             f"produced in {produced:.1f}s, settled in {elapsed:.1f}s; {expected} effects exactly "
             f"once ({rewrites} re-applied by a redelivery and absorbed by the upsert); "
             f"DLQ = {len(dead)} poison"

@@ -26,6 +26,7 @@ from agentflow.app import run_until_signal
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS handled (id TEXT NOT NULL, pid INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS retried (id TEXT NOT NULL, attempt INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS effects (
     id TEXT PRIMARY KEY, value INTEGER NOT NULL, writes INTEGER NOT NULL
 );
@@ -79,6 +80,9 @@ def build_app(env: dict[str, str]) -> App:
             raise ValueError(f"poison order {order.id} always fails")
         if order.kind == "crash":
             os._exit(17)  # a crash loop: the worker dies on every attempt
+        if ctx.attempt > 1:
+            # Redelivered although it never fails: its worker was killed mid-processing.
+            db.execute("INSERT INTO retried VALUES (?, ?)", (order.id, ctx.attempt))
         await asyncio.sleep(random.uniform(0.002, 0.02))
         return Effect(id=order.id, value=order.n * 2)
 
