@@ -54,6 +54,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--out", type=Path, default=HERE, help="where RESULTS.md, results/ and the chart go"
     )
+    p.add_argument(
+        "--quiet",
+        type=float,
+        default=0.8,
+        help="before each run wait (up to 90 s) until the machine is this idle (0 = don't)",
+    )
     p.add_argument("--logs", type=Path, help="contender logs (default: a temporary directory)")
     p.add_argument("--profile", type=Path, help="record py-spy profiles of the backlog phase here")
     p.add_argument("--no-report", action="store_true", help="write the JSON only")
@@ -108,6 +114,7 @@ async def bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         fixed_rate=args.fixed_rate,
         latency_seconds=args.latency_seconds,
         min_latency_messages=args.min_latency_messages,
+        quiet_threshold=args.quiet,
         log_dir=logs,
         profile_dir=args.profile,
     )
@@ -144,6 +151,7 @@ async def bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
             "partitions": args.partitions if args.broker == "kafka" else None,
             "fixed_rate": args.fixed_rate,
             "latency_seconds": args.latency_seconds,
+            "quiet": args.quiet,
             "contenders": contenders,
         },
         "machine": machine,
@@ -162,6 +170,8 @@ def _one_line(r: RunResult) -> str:
         f" @{half.get('rate', 0):.0f}/s"
         f", {fixed.get('p99_ms', NAN):.2f} ms @{fixed.get('rate', 0):.0f}/s"
     )
+    if r.idle_before == r.idle_before:  # not NaN
+        text += f"; machine {100 * r.idle_before:.0f}% idle before"
     return text + (f" ({r.detail})" if r.detail else "")
 
 

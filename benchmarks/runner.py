@@ -39,6 +39,7 @@ class Settings:
     latency_seconds: float = 4.0
     min_latency_messages: int = 200
     warmup_fraction: float = 0.1  # of each paced phase, left out of the percentiles
+    quiet_threshold: float = 0.0  # wait for this idle fraction before each run (0 = don't)
     log_dir: Path | None = None
     profile_dir: Path | None = None
 
@@ -61,6 +62,7 @@ class RunResult:
     floor: dict[str, dict[str, float]] = field(default_factory=dict)
     delivery: dict[str, dict[str, int]] = field(default_factory=dict)
     exit_code: int | None = None
+    idle_before: float = float("nan")  # machine idle fraction just before the run
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -145,6 +147,33 @@ def process_cpu_seconds(pid: int) -> float:
     return float(times.user + times.system)
 
 
+def _cpu_counters() -> tuple[int, int] | None:
+    """(idle, total) jiffies of the whole machine from /proc/stat (None off Linux)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    values = [int(v) for v in fields[:8]]
+    return values[3] + values[4], sum(values)  # idle + iowait, all
+
+
+async def wait_for_quiet(threshold: float, max_wait: float = 90.0) -> float:
+    """Wait (bounded) until the machine was at least ``threshold`` idle over one second, so
+    other people's work on a shared box skews a run less; returns the idle fraction seen."""
+    deadline = time.monotonic() + max_wait
+    idle = float("nan")
+    while True:
+        before = _cpu_counters()
+        await asyncio.sleep(1.0)
+        after = _cpu_counters()
+        if before is None or after is None:
+            return idle
+        total = after[1] - before[1]
+        idle = (after[0] - before[0]) / total if total > 0 else 1.0
+        if idle >= threshold or time.monotonic() > deadline:
+            return idle
+
+
 async def _wait_output(side: Side, topics: Topics, n: int) -> tuple[bool, list[tuple[float, int]]]:
     """Poll the output count until it reaches ``n``; False when it stalls."""
     samples: list[tuple[float, int]] = []
@@ -216,6 +245,8 @@ async def run_contender(side: Side, contender: str, repeat: int, s: Settings) ->
     child: Child | None = None
     expected = {BACKLOG: s.n}
     try:
+        if s.quiet_threshold > 0:
+            result.idle_before = await wait_for_quiet(s.quiet_threshold)
         await side.produce_backlog(topics, run, BACKLOG, s.n)
         stored = await side.in_count(topics)
         if stored != s.n:

@@ -38,6 +38,8 @@ def _smoke(broker: str, url: str, out: Path) -> None:
         "0.2",
         "--min-latency-messages",
         "100",
+        "--quiet",
+        "0",
         "--out",
         str(out),
         "--logs",
