@@ -7,6 +7,7 @@ __all__ = [
     "CelProgram",
     "DedupWindow",
     "Envelope",
+    "MessagePlan",
     "Router",
     "__version__",
     "decode_headers",
@@ -126,17 +127,85 @@ class CelProgram:
 
 @final
 class Router:
-    """First-match router: one CEL condition per route, ``None`` = default (always matches)."""
+    """First-match router: one CEL condition per route, ``None`` = default (always matches).
 
-    def __new__(cls, routes: Sequence[str | None]) -> Self: ...
+    Only the payload members and headers the conditions name are converted for evaluation.
+    A condition that reads named members/headers only keeps its outcome per distinct value
+    of what it read (``cache_size`` entries per condition, 0 = off; CEL is deterministic),
+    and stops caching for a while when that mostly misses.
+    """
+
+    def __new__(cls, routes: Sequence[str | None], cache_size: int = 1024) -> Self: ...
     def select(
         self, payload: bytes, headers: Mapping[str, str], key: str | None, topic: str
     ) -> int:
         """Index of the first matching route, or -1.
 
-        The payload is parsed once per call. A non-bool result or an evaluation error raises
+        The payload is validated once per call. A non-bool result or an evaluation error raises
         ``ValueError`` naming the route index and expression.
         """
+    def __len__(self) -> int: ...
+
+_DecodedHeaders = tuple[str | None, str | None, int | None, str | None]
+_Processed = tuple[str | None, str | None, int | None, str | None, int, str | bytes | None]
+
+@final
+class MessagePlan:
+    """Per-message work of one agent, compiled once: decode + route + idempotency key.
+
+    ``routes`` as for :class:`Router`; ``key_path`` a dotted payload field path (objects only,
+    a leading ``payload.`` is dropped) or None.
+    """
+
+    def __new__(
+        cls,
+        routes: Sequence[str | None] | None = None,
+        key_path: str | None = None,
+        cache_size: int = 1024,
+    ) -> Self: ...
+    def decode(
+        self, headers: Mapping[str, str | bytes] | Sequence[tuple[str, bytes]]
+    ) -> _DecodedHeaders:
+        """(message_id, key, attempt, correlation_id) as ``decode_headers`` reads them.
+
+        Header values that are ``str`` are returned as the same objects (no copy). Raises
+        ``ValueError``/``TypeError`` like ``decode_headers``.
+        """
+    def decode_batch(
+        self,
+        batch: Iterable[Mapping[str, str | bytes] | Sequence[tuple[str, bytes]]],
+    ) -> list[_DecodedHeaders | ValueError | TypeError]:
+        """``decode`` per item; a garbled one yields its exception instance in place."""
+    def key_of(self, payload: bytes) -> str | bytes | None:
+        """The idempotency key at ``key_path``: a string as is, an integer as its decimal
+        text, any other value as its raw JSON (bytes); None when missing, null or no path.
+
+        Invalid JSON raises ``ValueError``.
+        """
+    def select(
+        self, payload: bytes, headers: Mapping[str, str], key: str | None, topic: str
+    ) -> int:
+        """Route index as :meth:`Router.select`."""
+    def process(
+        self,
+        headers: Mapping[str, str | bytes] | Sequence[tuple[str, bytes]],
+        payload: bytes,
+        key: str | None,
+        topic: str,
+    ) -> _Processed:
+        """decode + select + key_of in one call and one pass over the payload:
+        (message_id, key, attempt, correlation_id, route, idempotency_key).
+
+        Routes see ``key``, or the ``af-key`` header when ``key`` is None; ``route`` is -1
+        when none matched (or there are none).
+        """
+    def process_batch(
+        self,
+        messages: Iterable[
+            tuple[Mapping[str, str | bytes] | Sequence[tuple[str, bytes]], bytes, str | None, str]
+        ],
+    ) -> list[_Processed | ValueError | TypeError]:
+        """``process`` per (headers, payload, key, topic); a bad message yields its exception."""
     def __len__(self) -> int: ...
 
 def subject_matches(pattern: str, subject: str) -> bool:

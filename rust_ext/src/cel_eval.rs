@@ -1,6 +1,7 @@
 //! CEL conditions (the `cel` crate) evaluated over a message: `payload` (parsed JSON),
 //! `headers` (map of str), `key` (str or null) and `topic` (str).
 
+use cel::common::ast::IdedExpr;
 use cel::common::types::{
     CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelUInt,
 };
@@ -14,6 +15,9 @@ use serde_json::Value as Json;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, OnceLock};
+
+use crate::hotpath::{header_objs, with_view};
+use crate::plan::Plan;
 
 pub use crate::cel_compile::{compile, MAX_DEPTH, MAX_SOURCE_LEN};
 pub use crate::text::{py_quote, py_quote_short, shorten};
@@ -83,6 +87,35 @@ impl Compiled {
         v
     }
 
+    /// The parsed expression (for static analysis).
+    pub fn expression(&self) -> &IdedExpr {
+        self.program.expression()
+    }
+
+    /// Evaluate a condition: `Ok(Ok(b))` for a bool, `Ok(Err(type name))` for another value.
+    /// The result is read in place (no conversion to an owned `Value`).
+    pub fn execute_bool(&self, ctx: &Context<'_, '_>) -> Result<Result<bool, String>, String> {
+        let run = || -> Result<Result<bool, String>, cel::ExecutionError> {
+            let v = Value::resolve_val(self.program.expression(), ctx)?;
+            Ok(match v.downcast_ref::<CelBool>() {
+                Some(b) => Ok(*b.inner()),
+                None => Err(v.get_type().name().to_owned()),
+            })
+        };
+        match catch_unwind(AssertUnwindSafe(run)) {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(format!(
+                "CEL expression {} failed: {}",
+                py_quote_short(&self.source, 200),
+                shorten(&e.to_string(), 500)
+            )),
+            Err(_) => Err(format!(
+                "CEL expression {} failed: internal error in the interpreter",
+                py_quote_short(&self.source, 200)
+            )),
+        }
+    }
+
     /// Evaluate against a prepared context.
     pub fn execute(&self, ctx: &Context<'_, '_>) -> Result<Value, String> {
         match catch_unwind(AssertUnwindSafe(|| self.program.execute(ctx))) {
@@ -132,47 +165,6 @@ pub fn json_to_val(j: &Json) -> Box<dyn Val + '_> {
                 .collect::<HashMap<_, _>>(),
         )),
     }
-}
-
-/// The message a condition is evaluated against (borrowed).
-#[derive(Debug, Clone, Copy)]
-pub struct Message<'a> {
-    pub payload: Option<&'a Json>,
-    pub headers: &'a [(String, String)],
-    pub key: Option<&'a str>,
-    pub topic: &'a str,
-}
-
-/// Build a context binding the variables in `needs` (others stay unbound).
-pub fn context<'v>(msg: Message<'v>, needs: Needs) -> Context<'v, 'v> {
-    let mut ctx = Context::with_env(Arc::clone(env()));
-    if needs.payload {
-        if let Some(p) = msg.payload {
-            ctx.add_variable_as_val("payload", json_to_val(p));
-        }
-    }
-    if needs.headers {
-        let map: HashMap<CelMapKey<'v>, Box<dyn Val + 'v>> = msg
-            .headers
-            .iter()
-            .map(|(k, v)| {
-                let value: Box<dyn Val + 'v> = Box::new(CelString::from(v.as_str()));
-                (CelMapKey::from(k.as_str()), value)
-            })
-            .collect();
-        ctx.add_variable_as_val("headers", Box::new(CelMap::from(map)));
-    }
-    if needs.key {
-        let key: Box<dyn Val + 'v> = match msg.key {
-            Some(k) => Box::new(CelString::from(k)),
-            None => Box::new(CelNull),
-        };
-        ctx.add_variable_as_val("key", key);
-    }
-    if needs.topic {
-        ctx.add_variable_as_val("topic", Box::new(CelString::from(msg.topic)));
-    }
-    ctx
 }
 
 /// Name of a CEL value's type, for error messages.
@@ -257,19 +249,16 @@ pub fn headers_from_py(headers: &Bound<'_, PyAny>) -> PyResult<Vec<(String, Stri
     Ok(out)
 }
 
-/// Parse the payload only when some program needs it.
-pub fn payload_if_needed(payload: &[u8], needs: Needs) -> PyResult<Option<Json>> {
-    if needs.payload {
-        parse_json(payload).map(Some).map_err(PyValueError::new_err)
-    } else {
-        Ok(None)
-    }
-}
-
 /// A compiled CEL expression over `payload`, `headers`, `key` and `topic`.
 #[pyclass(frozen, module = "agentflow._native", name = "CelProgram")]
 pub struct CelProgram {
-    compiled: Compiled,
+    plan: Plan,
+}
+
+impl CelProgram {
+    fn compiled(&self) -> &Compiled {
+        self.plan.first().expect("a CelProgram holds one program")
+    }
 }
 
 #[pymethods]
@@ -277,17 +266,19 @@ impl CelProgram {
     #[new]
     fn new(expr: &str) -> PyResult<Self> {
         Compiled::new(expr)
-            .map(|compiled| CelProgram { compiled })
+            .map(|compiled| CelProgram {
+                plan: Plan::from_compiled(vec![Some(compiled)], 0),
+            })
             .map_err(PyValueError::new_err)
     }
 
     #[getter]
     fn expression(&self) -> &str {
-        &self.compiled.source
+        &self.compiled().source
     }
 
     fn variables(&self) -> Vec<String> {
-        self.compiled.variables()
+        self.compiled().variables()
     }
 
     #[pyo3(signature = (payload, headers, key, topic))]
@@ -299,47 +290,33 @@ impl CelProgram {
         key: Option<&str>,
         topic: &str,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let needs = self.compiled.needs;
-        let json = payload_if_needed(payload, needs)?;
-        let hdrs = if needs.headers {
-            headers_from_py(headers)?
-        } else {
-            Vec::new()
-        };
-        let msg = Message {
-            payload: json.as_ref(),
-            headers: &hdrs,
-            key,
-            topic,
-        };
-        let ctx = context(msg, needs);
-        let value = self.compiled.execute(&ctx).map_err(PyValueError::new_err)?;
+        let objs = header_objs(&self.plan, headers)?;
+        let value = with_view(&self.plan, payload, &objs, key, topic, |v| {
+            self.plan.evaluate(v)
+        })?
+        .map_err(PyValueError::new_err)?;
         value_to_py(py, &value)
     }
 
     fn __repr__(&self) -> String {
-        format!("CelProgram({})", py_quote(&self.compiled.source))
+        format!("CelProgram({})", py_quote(&self.compiled().source))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::{Headers, View};
 
-    #[allow(clippy::let_and_return)] // the context borrows `headers`: keep it in a local
     fn eval(expr: &str, payload: &str) -> Result<Value, String> {
-        let c = Compiled::new(expr)?;
-        let json = parse_json(payload.as_bytes())?;
+        let plan = Plan::from_compiled(vec![Some(Compiled::new(expr)?)], 0);
         let headers = vec![("x-tenant".to_owned(), "acme".to_owned())];
-        let msg = Message {
-            payload: Some(&json),
-            headers: &headers,
+        plan.evaluate(&View {
+            payload: payload.as_bytes(),
+            headers: Headers::All(&headers),
             key: Some("k1"),
             topic: "tickets.new",
-        };
-        let ctx = context(msg, c.needs);
-        let result = c.execute(&ctx);
-        result
+        })
     }
 
     #[test]

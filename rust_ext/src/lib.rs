@@ -6,15 +6,21 @@
 
 use pyo3::prelude::*;
 
+pub mod access;
+pub mod cache;
 pub mod cel_compile;
 pub mod cel_eval;
 pub mod codec;
 pub mod dedup;
 pub mod envelope;
+pub mod hotpath;
 pub mod ids;
 pub mod partition;
+pub mod pick;
+pub mod plan;
 pub mod router;
 pub mod text;
+pub mod views;
 
 /// Return a new time-ordered 26-character message id (ULID layout, Crockford base32).
 #[pyfunction]
@@ -39,6 +45,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<codec::Envelope>()?;
     m.add_class::<cel_eval::CelProgram>()?;
     m.add_class::<router::Router>()?;
+    m.add_class::<hotpath::MessagePlan>()?;
     m.add_function(wrap_pyfunction!(router::py_subject_matches, m)?)?;
     m.add_function(wrap_pyfunction!(partition::py_murmur2_partition, m)?)?;
     m.add_function(wrap_pyfunction!(partition::py_extract_key, m)?)?;

@@ -1,10 +1,7 @@
 //! Routing: first-match CEL route selection and NATS-style subject matching.
 
-use crate::cel_eval::{
-    context, headers_from_py, payload_if_needed, py_quote_short, type_name, Compiled, Message,
-    Needs,
-};
-use cel::Value;
+use crate::hotpath::select_index;
+use crate::plan::Plan;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
@@ -37,110 +34,42 @@ pub fn subject_matches(pattern: &str, subject: &str) -> bool {
     subject_tokens.next().is_none()
 }
 
-/// Outcome of evaluating the routes in order.
-#[derive(Debug, PartialEq)]
-pub enum Selection {
-    Route(usize),
-    NoMatch,
-}
-
-/// Ordered routes: `None` is a default route that always matches.
-pub struct Routes {
-    routes: Vec<Option<Compiled>>,
-    needs: Needs,
-}
-
-impl Routes {
-    pub fn new<'a>(
-        conditions: impl IntoIterator<Item = Option<&'a str>>,
-    ) -> Result<Routes, String> {
-        let mut routes = Vec::new();
-        let mut needs = Needs::default();
-        let mut reachable = true;
-        for (i, cond) in conditions.into_iter().enumerate() {
-            match cond {
-                Some(expr) => {
-                    let compiled = Compiled::new(expr).map_err(|e| format!("route {i}: {e}"))?;
-                    if reachable {
-                        needs = needs.union(compiled.needs);
-                    }
-                    routes.push(Some(compiled));
-                }
-                None => {
-                    reachable = false;
-                    routes.push(None);
-                }
-            }
+/// Read a sequence of route conditions (`str`, or `None` for a default route).
+pub fn conditions_from_py(routes: &Bound<'_, PyAny>) -> PyResult<Vec<Option<String>>> {
+    if routes.is_instance_of::<pyo3::types::PyString>() {
+        return Err(PyTypeError::new_err(
+            "routes must be a sequence of str or None, not str",
+        ));
+    }
+    let mut conditions: Vec<Option<String>> = Vec::new();
+    for item in routes.try_iter()? {
+        let item = item?;
+        if item.is_none() {
+            conditions.push(None);
+        } else {
+            let expr: String = item
+                .extract()
+                .map_err(|_| PyTypeError::new_err("each route condition must be a str or None"))?;
+            conditions.push(Some(expr));
         }
-        Ok(Routes { routes, needs })
     }
-
-    /// Message parts the reachable routes read.
-    pub fn needs(&self) -> Needs {
-        self.needs
-    }
-
-    pub fn len(&self) -> usize {
-        self.routes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
-    }
-
-    /// Index of the first route whose condition is true (a default route always is).
-    pub fn select(&self, msg: Message<'_>) -> Result<Selection, String> {
-        let ctx = context(msg, self.needs);
-        for (i, route) in self.routes.iter().enumerate() {
-            let Some(compiled) = route else {
-                return Ok(Selection::Route(i));
-            };
-            match compiled.execute(&ctx) {
-                Ok(Value::Bool(true)) => return Ok(Selection::Route(i)),
-                Ok(Value::Bool(false)) => {}
-                Ok(other) => {
-                    return Err(format!(
-                        "route {i} ({}): condition must be a bool, got {}",
-                        py_quote_short(&compiled.source, 200),
-                        type_name(&other)
-                    ))
-                }
-                Err(e) => return Err(format!("route {i}: {e}")),
-            }
-        }
-        Ok(Selection::NoMatch)
-    }
+    Ok(conditions)
 }
 
 /// First-match router over CEL conditions (one per route; `None` = default route).
 #[pyclass(frozen, module = "agentflow._native", name = "Router")]
 pub struct Router {
-    routes: Routes,
+    plan: Plan,
 }
 
 #[pymethods]
 impl Router {
     #[new]
-    fn new(routes: &Bound<'_, PyAny>) -> PyResult<Self> {
-        if routes.is_instance_of::<pyo3::types::PyString>() {
-            return Err(PyTypeError::new_err(
-                "routes must be a sequence of str or None, not str",
-            ));
-        }
-        let mut conditions: Vec<Option<String>> = Vec::new();
-        for item in routes.try_iter()? {
-            let item = item?;
-            if item.is_none() {
-                conditions.push(None);
-            } else {
-                let expr: String = item.extract().map_err(|_| {
-                    PyTypeError::new_err("each route condition must be a str or None")
-                })?;
-                conditions.push(Some(expr));
-            }
-        }
-        Routes::new(conditions.iter().map(|c| c.as_deref()))
-            .map(|routes| Router { routes })
+    #[pyo3(signature = (routes, cache_size=1024))]
+    fn new(routes: &Bound<'_, PyAny>, cache_size: usize) -> PyResult<Self> {
+        let conditions = conditions_from_py(routes)?;
+        Plan::new(conditions.iter().map(|c| c.as_deref()), cache_size)
+            .map(|plan| Router { plan })
             .map_err(PyValueError::new_err)
     }
 
@@ -152,27 +81,11 @@ impl Router {
         key: Option<&str>,
         topic: &str,
     ) -> PyResult<i64> {
-        let needs = self.routes.needs();
-        let json = payload_if_needed(payload, needs)?;
-        let hdrs = if needs.headers {
-            headers_from_py(headers)?
-        } else {
-            Vec::new()
-        };
-        let msg = Message {
-            payload: json.as_ref(),
-            headers: &hdrs,
-            key,
-            topic,
-        };
-        match self.routes.select(msg).map_err(PyValueError::new_err)? {
-            Selection::Route(i) => Ok(i as i64),
-            Selection::NoMatch => Ok(-1),
-        }
+        select_index(&self.plan, payload, headers, key, topic)
     }
 
     fn __len__(&self) -> usize {
-        self.routes.len()
+        self.plan.len()
     }
 }
 
@@ -186,7 +99,6 @@ pub fn py_subject_matches(pattern: &str, subject: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cel_eval::parse_json;
 
     #[test]
     fn subjects() {
@@ -207,50 +119,5 @@ mod tests {
         assert!(!subject_matches("a.>", "a.b."));
         assert!(!subject_matches("", ""));
         assert!(!subject_matches("a.b.c", "a.b"));
-    }
-
-    #[test]
-    fn first_match_wins() {
-        let routes = Routes::new([
-            Some(r#"payload.priority == "high""#),
-            Some(r#"topic == "t""#),
-            None,
-            Some("payload.nope"),
-        ])
-        .unwrap();
-        assert!(routes.needs().payload && routes.needs().topic && !routes.needs().headers);
-        let hi = parse_json(br#"{"priority": "high"}"#).unwrap();
-        let lo = parse_json(br#"{"priority": "low"}"#).unwrap();
-        let msg = |p, topic| Message {
-            payload: Some(p),
-            headers: &[],
-            key: None,
-            topic,
-        };
-        assert_eq!(routes.select(msg(&hi, "x")), Ok(Selection::Route(0)));
-        assert_eq!(routes.select(msg(&lo, "t")), Ok(Selection::Route(1)));
-        assert_eq!(routes.select(msg(&lo, "x")), Ok(Selection::Route(2)));
-    }
-
-    #[test]
-    fn errors_name_the_route() {
-        let routes = Routes::new([Some("payload.n"), None]).unwrap();
-        let p = parse_json(br#"{"n": 1}"#).unwrap();
-        let msg = Message {
-            payload: Some(&p),
-            headers: &[],
-            key: None,
-            topic: "t",
-        };
-        let err = routes.select(msg).unwrap_err();
-        assert!(
-            err.starts_with("route 0 ('payload.n'): condition must be a bool"),
-            "{err}"
-        );
-        assert!(Routes::new([None, Some("(")])
-            .err()
-            .unwrap()
-            .starts_with("route 1: invalid"));
-        assert_eq!(Routes::new([]).unwrap().select(msg), Ok(Selection::NoMatch));
     }
 }
