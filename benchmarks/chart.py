@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter
 
 from benchmarks.report import Stat, Summary
 
@@ -79,10 +80,12 @@ def draw(datasets: list[dict[str, Any]], summaries: list[list[Summary]], path: P
         ax.set_xticks(range(len(names)), names, fontsize=9)
         if log:
             ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+            ax.yaxis.set_minor_formatter(FuncFormatter(lambda _v, _pos: ""))
         ax.grid(axis="y", alpha=0.3)
         ax.margins(y=0.15)
     handles = [Patch(color=COLORS.get(d["broker"], "grey")) for d in datasets]
-    fig.legend(handles, [d["broker"] for d in datasets], loc="upper right", ncols=len(datasets))
+    fig.legend(handles, [d["broker"] for d in datasets], loc="outside lower center", ncols=2)
     machine = datasets[0]["machine"] if datasets else {}
     fig.suptitle(
         "agentflow vs FastStream / faust / raw clients - median of repeats, bars = min-max "

@@ -60,9 +60,15 @@ def _version(name: str) -> str:
         return "not installed"
 
 
-async def describe_machine(side: Side) -> dict[str, Any]:
-    commit = _git("rev-parse", "--short", "HEAD")
-    dirty = bool(_git("status", "--porcelain", "--", "agentflow", "rust_ext"))
+async def describe_machine(side: Side, agentflow_src: Path | None = None) -> dict[str, Any]:
+    if agentflow_src is not None:
+        stamp = agentflow_src / "AGENTFLOW_COMMIT"
+        label = stamp.read_text().strip() if stamp.exists() else "unknown commit"
+        source = f"{label} (snapshot in {agentflow_src})"
+    else:
+        commit = _git("rev-parse", "--short", "HEAD")
+        dirty = bool(_git("status", "--porcelain", "--", "agentflow", "rust_ext"))
+        source = commit + (" (+ uncommitted changes)" if dirty else "")
     return {
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
@@ -71,6 +77,6 @@ async def describe_machine(side: Side) -> dict[str, Any]:
         "python": platform.python_version(),
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
         "broker": await side.server_version(),
-        "agentflow_commit": commit + (" (+ uncommitted changes)" if dirty else ""),
+        "agentflow_commit": source,
         "packages": {name: _version(name) for name in PACKAGES},
     }

@@ -60,6 +60,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=0.8,
         help="before each run wait (up to 90 s) until the machine is this idle (0 = don't)",
     )
+    p.add_argument(
+        "--agentflow-src",
+        type=Path,
+        help="import agentflow from this directory (a snapshot: see README) instead of the tree",
+    )
     p.add_argument("--logs", type=Path, help="contender logs (default: a temporary directory)")
     p.add_argument("--profile", type=Path, help="record py-spy profiles of the backlog phase here")
     p.add_argument("--no-report", action="store_true", help="write the JSON only")
@@ -115,6 +120,7 @@ async def bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         latency_seconds=args.latency_seconds,
         min_latency_messages=args.min_latency_messages,
         quiet_threshold=args.quiet,
+        agentflow_src=args.agentflow_src.resolve() if args.agentflow_src else None,
         log_dir=logs,
         profile_dir=args.profile,
     )
@@ -123,7 +129,7 @@ async def bench(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     runs: list[RunResult] = []
     started = time.time()
     try:
-        machine = await describe_machine(side)
+        machine = await describe_machine(side, settings.agentflow_src)
         # Interleave: repeat r runs every contender once, so drift hits all of them alike.
         for r in range(args.repeat):
             for name in contenders:

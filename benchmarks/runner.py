@@ -40,6 +40,7 @@ class Settings:
     min_latency_messages: int = 200
     warmup_fraction: float = 0.1  # of each paced phase, left out of the percentiles
     quiet_threshold: float = 0.0  # wait for this idle fraction before each run (0 = don't)
+    agentflow_src: Path | None = None  # directory holding the agentflow package to import
     log_dir: Path | None = None
     profile_dir: Path | None = None
 
@@ -71,11 +72,19 @@ class RunResult:
 class Child:
     """The contender process; reaped with ``wait4`` for its own peak RSS."""
 
-    def __init__(self, spec: ChildSpec, log_path: Path) -> None:
+    def __init__(
+        self, spec: ChildSpec, log_path: Path, agentflow_src: Path | None = None, cwd: Path = REPO
+    ) -> None:
         self.log = log_path.open("wb")
+        env = dict(os.environ)
+        # The contender imports agentflow from a snapshot when given one (so edits in the
+        # working tree during a long run do not leak into it), else from this checkout.
+        paths = [str(agentflow_src)] if agentflow_src else []
+        env["PYTHONPATH"] = os.pathsep.join([*paths, str(REPO), env.get("PYTHONPATH", "")])
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.child", spec.to_json()],
-            cwd=REPO,
+            cwd=cwd,  # not the checkout when a snapshot is used: sys.path[0] is the cwd
+            env=env,
             stdout=subprocess.PIPE,
             stderr=self.log,
             stdin=subprocess.DEVNULL,
@@ -99,21 +108,28 @@ class Child:
     async def stop(self, timeout: float = 30.0) -> None:
         if self.exit_code is not None:
             return
+        # os.kill, not Popen.send_signal: that one polls first and would reap the child,
+        # and with it the rusage this class reads.
         with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(signal.SIGTERM)
+            os.kill(self.proc.pid, signal.SIGTERM)
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            pid, status, rusage = await loop.run_in_executor(
-                None, os.wait4, self.proc.pid, os.WNOHANG
-            )
-            if pid:
-                self._reaped(status, rusage)
-                return
-            await asyncio.sleep(0.05)
-        self.proc.kill()
-        _, status, rusage = await loop.run_in_executor(None, os.wait4, self.proc.pid, 0)
-        self._reaped(status, rusage)
+        try:
+            while time.monotonic() < deadline:
+                pid, status, rusage = await loop.run_in_executor(
+                    None, os.wait4, self.proc.pid, os.WNOHANG
+                )
+                if pid:
+                    self._reaped(status, rusage)
+                    return
+                await asyncio.sleep(0.05)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGKILL)
+            _, status, rusage = await loop.run_in_executor(None, os.wait4, self.proc.pid, 0)
+            self._reaped(status, rusage)
+        except ChildProcessError:  # reaped elsewhere: the exit status is Popen's
+            self.exit_code = self.proc.returncode if self.proc.returncode is not None else -1
+            self.log.close()
 
     def peak_rss_mib(self) -> float:
         """The contender's peak resident set so far (``VmHWM``, Linux). Read while it runs:
@@ -265,7 +281,12 @@ async def run_contender(side: Side, contender: str, repeat: int, s: Settings) ->
                 stream_out=topics.stream_out,
                 state_dir=state_dir,
             )
-            child = Child(spec, log_dir / f"{s.broker}-{contender}-r{repeat}.log")
+            child = Child(
+                spec,
+                log_dir / f"{s.broker}-{contender}-r{repeat}.log",
+                s.agentflow_src,
+                cwd=Path(state_dir),
+            )
             await child.wait_ready()
             profiler = Profiler.attach(child.proc.pid, s.profile_dir, s.broker, contender, repeat)
             t0, cpu0 = time.monotonic(), child.cpu()

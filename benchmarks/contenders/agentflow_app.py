@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Callable
 
+import agentflow
 from agentflow import App
 from benchmarks.common import ChildSpec, Order, Result, handle
 
@@ -15,6 +17,7 @@ async def run(spec: ChildSpec, ready: Callable[[], None], stop: asyncio.Event) -
     if spec.state_dir:
         os.environ["AGENTFLOW_STATE_DIR"] = spec.state_dir  # SQLite store on Kafka
     idem = spec.contender.endswith("-idem")
+    logging.getLogger("benchmarks").warning("agentflow imported from %s", agentflow.__file__)
     app = App("bench", broker=spec.url, grace_period=10.0)
 
     @app.agent(
