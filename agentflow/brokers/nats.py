@@ -8,23 +8,25 @@
 - Acks are fire-and-forget ``+ACK``: the runtime only acks after every output was durably
   accepted, so a lost ack costs a redelivery (handled by dedup/idempotency), never a message,
   and a round trip per message would halve throughput.
+- A message redelivered after a crash rather than a nak is a suspect: it is handed out alone
+  (see :mod:`agentflow.brokers.nats_suspects`), so a crash loop counts against the killer only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import random
+from collections import deque
 from collections.abc import Sequence
-from typing import Any
 
 import nats.errors
-import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
-from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
+from nats.js.errors import APIError
 
+from agentflow.brokers import nats_dlq
 from agentflow.brokers.base import (
     Broker,
     BrokerError,
@@ -34,48 +36,42 @@ from agentflow.brokers.base import (
     Subscription,
 )
 from agentflow.brokers.nats_config import NatsSettings, parse_nats_url
+from agentflow.brokers.nats_connect import open_connection, quiet_close
 from agentflow.brokers.nats_publish import KEY_HEADER, Publisher
 from agentflow.brokers.nats_streams import StreamMapper, safe_name, validate_subject
+from agentflow.brokers.nats_suspects import Mark, NakMarks
 
 __all__ = ["NatsBroker", "NatsDelivery", "NatsSubscription"]
 
 log = logging.getLogger("agentflow.brokers.nats")
 
-_API_TIMEOUT = 10.0
-
-
-class _TlsOnlyClient(Client):
-    """A client that refuses to talk to a server not offering TLS.
-
-    nats-py upgrades to TLS only when the server *requires* it and otherwise carries on in
-    plain text (credentials included), even for ``tls://`` URLs.
-    """
-
-    async def _process_info(self, info: dict[str, Any], initial_connection: bool = False) -> None:
-        if initial_connection:
-            if info.get("tls_available") and not info.get("tls_required"):
-                info["tls_required"] = True  # the server allows TLS: use it
-            if not info.get("tls_required"):
-                raise nats.errors.Error("nats: TLS was requested but the server does not offer it")
-        await super()._process_info(info, initial_connection)
+# Server-side deliveries allowed beyond max_deliver for hand-backs the runtime never saw.
+_HANDBACK_SLACK = 10
 
 
 class NatsDelivery(Delivery):
     """One JetStream message handed to a subscriber."""
 
-    __slots__ = ("_msg", "_owner", "_position", "_settled")
+    __slots__ = ("_free", "_msg", "_num_delivered", "_owner", "_position", "_settled", "suspect")
 
-    def __init__(self, msg: Msg, owner: NatsSubscription) -> None:
+    def __init__(
+        self, msg: Msg, owner: NatsSubscription, suspect: bool = False, free: int = 0
+    ) -> None:
         self._msg = msg
         self._owner = owner
         self._settled = False
+        # Redelivered after a crash or expiry (not a nak): handed out alone.
+        self.suspect = suspect
         meta = msg.metadata
         self.topic = msg.subject
         self.payload = msg.data
         self.headers = dict(msg.headers) if msg.headers else {}
         # NATS has no record key: agentflow carries it in a header.
         self.key = self.headers.get(KEY_HEADER)
-        self.delivery_count = meta.num_delivered
+        self._num_delivered = meta.num_delivered
+        self._free = free
+        # Deliveries that were handed back unseen (nats_suspects) are not attempts.
+        self.delivery_count = max(meta.num_delivered - free, 1)
         self._position = {"stream": meta.stream, "seq": str(meta.sequence.stream)}
 
     @property
@@ -93,11 +89,18 @@ class NatsDelivery(Delivery):
         if self._settled:
             return
         self._settled = True
-        self._owner._outstanding.discard(self)
+        self._owner._settled(self)
         try:
             if kind == "ack":
                 await self._msg.ack()
             elif kind == "nak":
+                # Recorded first, so whoever gets the redelivery knows it is a plain retry.
+                await self._owner._marks.write(
+                    self._owner.stream,
+                    self._owner.durable,
+                    int(self._position["seq"]),
+                    Mark(self._num_delivered, self._free, suspect=False),
+                )
                 await self._msg.nak(delay=delay if delay and delay > 0 else None)
             else:
                 await self._msg.term()
@@ -130,8 +133,12 @@ class NatsDelivery(Delivery):
             log.warning("NATS in-progress of %s failed: %s", self.topic, exc)
 
 
+# A pulled message: (message, suspect?, deliveries that never reached the runtime).
+_Held = tuple[Msg, bool, int]
+
+
 class NatsSubscription(Subscription):
-    """A durable pull consumer fetched in batches."""
+    """A durable pull consumer fetched in batches; suspects go out alone."""
 
     def __init__(
         self,
@@ -140,31 +147,119 @@ class NatsSubscription(Subscription):
         stream: str,
         durable: str,
         config: api.ConsumerConfig,
+        marks: NakMarks,
+        max_deliver: int,
     ) -> None:
         self._broker = broker
         self._psub = psub
         self.stream = stream
         self.durable = durable
         self._config = config
-        self._buffer: list[Msg] = []
+        self._marks = marks
+        self._max_deliver = max_deliver
+        self._buffer: deque[_Held] = deque()  # pulled, not handed out yet, in stream order
         self._outstanding: set[NatsDelivery] = set()
+        self._suspect_out = False
+        # After a suspect, pull one message at a time until fresh ones come again.
+        self._suspect_mode = False
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._closed = False
+        interval = max((config.ack_wait or 30.0) / 3.0, 0.2)
+        self._heartbeat = asyncio.create_task(self._heartbeat_buffer(interval))
+
+    def _settled(self, delivery: NatsDelivery) -> None:
+        self._outstanding.discard(delivery)
+        if delivery.suspect:
+            self._suspect_out = False
+        if not self._outstanding:
+            self._idle.set()
+
+    async def _classify(self, msg: Msg) -> _Held | None:
+        """Suspect or not, and the free deliveries; None when over ``max_deliver`` (termed)."""
+        meta = msg.metadata
+        if meta.num_delivered <= 1:
+            return msg, False, 0
+        suspect, free = await self._marks.read(
+            self.stream, self.durable, meta.sequence.stream, meta.num_delivered
+        )
+        if 0 < self._max_deliver < meta.num_delivered - free:
+            log.warning(
+                "%s#%d reached max_deliver=%d; no more deliveries",
+                self.stream,
+                meta.sequence.stream,
+                self._max_deliver,
+            )
+            with contextlib.suppress(nats.errors.Error):
+                await msg.term()
+            return None
+        return msg, suspect, free
+
+    async def _hand_back(self, held: _Held) -> None:
+        """Nak a message the runtime never saw, so its next delivery is not charged."""
+        msg, suspect, free = held
+        meta = msg.metadata
+        mark = Mark(meta.num_delivered, free + 1, suspect)
+        with contextlib.suppress(nats.errors.Error):
+            await self._marks.write(self.stream, self.durable, meta.sequence.stream, mark)
+            await msg.nak()
+
+    def _drop_superseded(self, pulled: list[Msg]) -> None:
+        """Forget held deliveries the server has since handed out again (they expired)."""
+        seqs = {m.metadata.sequence.stream for m in pulled}
+        for old in [d for d in self._outstanding if int(d._position["seq"]) in seqs]:
+            # Its ack would still be accepted, but it must not hold suspects back.
+            self._settled(old)
+
+    def _hand_out(self, held: _Held) -> NatsDelivery:
+        msg, suspect, free = held
+        delivery = NatsDelivery(msg, self, suspect, free)
+        self._outstanding.add(delivery)
+        self._idle.clear()
+        if suspect:
+            self._suspect_out = True
+        return delivery
 
     async def fetch(self, max_messages: int, timeout: float) -> list[Delivery]:
         """Pull up to ``max_messages``; an empty list when none arrive within ``timeout``."""
         if self._closed or max_messages <= 0:
             return []
-        if not self._buffer:
-            self._buffer = await self._pull(max_messages, timeout)
-        # nats-py may hand back more than asked (messages that arrived after an earlier
-        # fetch timed out); keep the surplus for the next call.
-        batch, self._buffer = self._buffer[:max_messages], self._buffer[max_messages:]
+        if not self._suspect_out and not self._buffer:
+            # nats-py may hand back more than asked (messages that arrived after an earlier
+            # fetch timed out); the buffer keeps the surplus for the next call.
+            pulled = await self._pull(1 if self._suspect_mode else max_messages, timeout)
+            if pulled and self._outstanding:
+                self._drop_superseded(pulled)
+            for msg in pulled:
+                held = await self._classify(msg)
+                if held is not None:
+                    self._buffer.append(held)
+            if pulled:
+                self._suspect_mode = any(suspect for _, suspect, _ in self._buffer)
         out: list[Delivery] = []
-        for msg in batch:
-            delivery = NatsDelivery(msg, self)
-            self._outstanding.add(delivery)
-            out.append(delivery)
+        while self._buffer and len(out) < max_messages and not self._suspect_out:
+            if self._buffer[0][1]:  # a suspect runs alone: nothing else held, nothing in flight
+                if out or self._outstanding:
+                    break
+                suspect = self._buffer.popleft()
+                while self._buffer:
+                    await self._hand_back(self._buffer.popleft())
+                out.append(self._hand_out(suspect))
+                break
+            out.append(self._hand_out(self._buffer.popleft()))
+        if not out and (self._suspect_out or self._buffer):
+            # Held back behind work in flight: wait until it is done (or the timeout).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), max(timeout, 0.01))
         return out
+
+    async def _heartbeat_buffer(self, interval: float) -> None:
+        """Keep messages held back in the buffer from timing out on the server."""
+        while True:
+            await asyncio.sleep(interval)
+            for msg, _, _ in list(self._buffer):
+                with contextlib.suppress(nats.errors.Error):
+                    await msg.in_progress()
 
     async def _pull(self, max_messages: int, timeout: float) -> list[Msg]:
         """One fetch request; timeouts and transient errors become an empty batch."""
@@ -180,12 +275,7 @@ class NatsSubscription(Subscription):
             raise BrokerError(f"NATS connection to {self._broker.display_url} is closed") from None
         except APIError as exc:
             # e.g. 409 "Consumer Deleted" after an operator removed it: create it again.
-            log.warning(
-                "fetch on %s/%s failed: %s; re-creating the consumer",
-                self.stream,
-                self.durable,
-                exc,
-            )
+            log.warning("fetch on %s/%s failed: %s; re-creating it", self.stream, self.durable, exc)
             await self._recreate()
             await asyncio.sleep(min(timeout, 1.0))
             return []
@@ -203,28 +293,29 @@ class NatsSubscription(Subscription):
             log.warning("cannot re-create consumer %s/%s: %s", self.stream, self.durable, exc)
 
     async def close(self) -> None:
-        """Stop fetching and nak whatever was received but not settled, for prompt redelivery."""
+        """Stop fetching and hand back whatever was received but not settled, at once."""
         if self._closed:
             return
         self._closed = True
+        self._heartbeat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._heartbeat
         for delivery in list(self._outstanding):
             await delivery.nak()
-        leftovers = self._buffer
-        self._buffer = []
-        try:
+        leftovers = list(self._buffer)
+        self._buffer.clear()
+        with contextlib.suppress(ValueError, nats.errors.Error):
             await self._psub.unsubscribe()
-        except (ValueError, nats.errors.Error):
-            pass
         # Messages already pushed to the inbox but never fetched.
         queue = self._psub._sub._pending_queue
         while not queue.empty():
-            leftovers.append(queue.get_nowait())
-        for msg in leftovers:
+            msg = queue.get_nowait()
             if msg.reply and not (msg.headers and msg.headers.get("Status")):
-                try:
-                    await msg.nak()
-                except nats.errors.Error:
-                    pass
+                held = await self._classify(msg)
+                if held is not None:
+                    leftovers.append(held)
+        for held in leftovers:
+            await self._hand_back(held)
         self._broker._subscriptions.discard(self)
 
 
@@ -238,6 +329,7 @@ class NatsBroker(Broker):
         self._js: JetStreamContext | None = None
         self._streams: StreamMapper | None = None
         self._publisher: Publisher | None = None
+        self._marks: NakMarks | None = None
         self._subscriptions: set[NatsSubscription] = set()
         self._closing = False
 
@@ -272,88 +364,20 @@ class NatsBroker(Broker):
             raise BrokerError(f"NATS broker {self.display_url} is not connected")
         return self._streams
 
-    def _backoff(self, servers: list[Any], _info: dict[str, Any]) -> tuple[Any, float]:
-        """Pick the least-failed server and wait with capped exponential back-off and jitter."""
-        server = min(servers, key=lambda s: s.reconnects)
-        base = min(self.settings.reconnect_max_wait, 0.1 * 2 ** min(server.reconnects, 16))
-        return server, base * random.uniform(0.5, 1.0)
-
     async def connect(self) -> None:
         """Connect (bounded), check JetStream, then reconnect forever on later losses."""
         if self._nc is not None:
             return
         self._closing = False
         s = self.settings
-        quiet = True  # errors of the first connect go into the BrokerError, not the log
-        first_errors: list[BaseException] = []
-
-        failed_attempts = 0
-
-        async def on_error(exc: Exception) -> None:
-            nonlocal failed_attempts
-            if quiet:
-                first_errors.append(exc)
-                return
-            failed_attempts += 1
-            # One line per outage, then one every 30 attempts: reconnecting is normal.
-            level = logging.WARNING if failed_attempts % 30 == 1 else logging.DEBUG
-            log.log(level, "NATS %s: %s", s.display_url, exc or type(exc).__name__)
-
-        async def on_disconnect() -> None:
-            if self._closing or quiet:
-                return
-            log.warning("NATS disconnected from %s; reconnecting", s.display_url)
-
-        async def on_reconnect() -> None:
-            nonlocal failed_attempts
-            failed_attempts = 0
-            log.warning("NATS reconnected to %s", s.display_url)
-
-        nc = _TlsOnlyClient() if s.tls is not None else Client()
-        attempts_timeout = s.connect_timeout * 2 * len(s.servers) + 1.0
-        try:
-            await asyncio.wait_for(
-                nc.connect(
-                    **s.connect_options(),  # type: ignore[arg-type]
-                    connect_timeout=max(1, round(s.connect_timeout)),
-                    reconnect_time_wait=0.1,  # type: ignore[arg-type]
-                    max_reconnect_attempts=1,
-                    error_cb=on_error,
-                    disconnected_cb=on_disconnect,
-                    reconnected_cb=on_reconnect,
-                    reconnect_to_server_handler=self._backoff,
-                    pending_size=8 * 1024 * 1024,
-                ),
-                timeout=attempts_timeout,
-            )
-        except (OSError, TimeoutError, nats.errors.Error) as exc:
-            # The most telling failure: an auth/TLS error beats "no servers".
-            seen = [e for e in first_errors if not isinstance(e, nats.errors.NoServersError)]
-            reason = seen[-1] if seen else (nc.last_error or exc)
-            await _quiet_close(nc)
-            raise BrokerError(
-                f"cannot connect to NATS at {s.display_url}: {_describe(reason)}"
-            ) from None
-        # Connected: from now on never give up reconnecting.
-        nc.options["max_reconnect_attempts"] = -1
-        quiet = False
-        js = nc.jetstream(timeout=10.0)
-        try:
-            await js.account_info()
-        except (ServiceUnavailableError, NotFoundError, nats.errors.NoRespondersError):
-            await _quiet_close(nc)
-            raise BrokerError(
-                f"NATS at {s.display_url} has no JetStream (start nats-server with -js)"
-            ) from None
-        except (APIError, nats.errors.Error) as exc:
-            await _quiet_close(nc)
-            raise BrokerError(f"JetStream at {s.display_url} is unusable: {exc!r}") from None
+        nc, js = await open_connection(s, lambda: self._closing)
         self._nc, self._js = nc, js
         self._streams = StreamMapper(js, s.streams)
         self._publisher = Publisher(
             nc, self._streams, window=s.publish_window, timeout=s.publish_timeout
         )
         await self._publisher.start()
+        self._marks = NakMarks(nc, js, f"{s.streams.prefix}NAKS", s.streams.replicas)
 
     async def close(self) -> None:
         """Close subscriptions (handing back unsettled work), flush acks, disconnect."""
@@ -366,11 +390,9 @@ class NatsBroker(Broker):
         nc, self._nc, self._js, self._streams = self._nc, None, None, None
         if nc is not None:
             if nc.is_connected:
-                try:
+                with contextlib.suppress(nats.errors.Error, TimeoutError):
                     await nc.flush(timeout=5)
-                except (nats.errors.Error, TimeoutError):
-                    pass
-            await _quiet_close(nc)
+            await quiet_close(nc)
 
     async def ensure_topics(self, topics: Sequence[str]) -> None:
         """Create or bind the streams of ``topics`` and their ``.dlq`` subjects."""
@@ -411,7 +433,9 @@ class NatsBroker(Broker):
             deliver_policy=api.DeliverPolicy.ALL,
             ack_policy=api.AckPolicy.EXPLICIT,
             ack_wait=max(ack_wait, 0.001),
-            max_deliver=max_deliver if max_deliver > 0 else -1,
+            # The cap is enforced on the runtime's count (nats_suspects); the server's, with
+            # room for hand-backs, is only a backstop.
+            max_deliver=max_deliver + _HANDBACK_SLACK if max_deliver > 0 else -1,
             max_ack_pending=self.max_ack_pending(max_in_flight),
             replay_policy=api.ReplayPolicy.INSTANT,
         )
@@ -423,7 +447,9 @@ class NatsBroker(Broker):
             raise BrokerError(
                 f"cannot create consumer {durable!r} on stream {stream} for {pattern!r}: {exc}"
             ) from None
-        sub = NatsSubscription(self, psub, stream, durable, config)
+        assert self._marks is not None
+        await self._marks.open()
+        sub = NatsSubscription(self, psub, stream, durable, config, self._marks, max_deliver)
         self._subscriptions.add(sub)
         return sub
 
@@ -435,93 +461,14 @@ class NatsBroker(Broker):
     async def browse(self, topic: str, limit: int = 100) -> list[StoredMessage]:
         """Read up to ``limit`` messages of ``topic`` by sequence, without a consumer."""
         stream = await self._stream_of(topic)
-        if stream is None:
-            return []
-        out: list[StoredMessage] = []
-        seq = 1
-        while len(out) < limit:
-            try:
-                raw = await self.js.get_msg(stream, seq=seq, subject=topic, next=True)
-            except NotFoundError:
-                break
-            except APIError as exc:
-                raise BrokerError(f"cannot read {topic!r} from stream {stream}: {exc}") from None
-            headers = dict(raw.headers or {})
-            out.append(
-                StoredMessage(
-                    topic=raw.subject or topic,
-                    payload=raw.data or b"",
-                    headers=headers,
-                    key=headers.get(KEY_HEADER),
-                    position={"stream": stream, "seq": str(raw.seq)},
-                    timestamp_ms=_epoch_ms(raw),
-                )
-            )
-            seq = (raw.seq or seq) + 1
-        return out
+        return [] if stream is None else await nats_dlq.browse(self.js, stream, topic, limit)
 
     async def remove(self, topic: str, messages: Sequence[StoredMessage]) -> None:
         """Delete the given messages from their stream by sequence."""
-        for message in messages:
-            stream = message.position.get("stream") or await self._stream_of(topic)
-            seq = message.position.get("seq")
-            if not stream or not seq:
-                raise BrokerError(f"message of {topic!r} has no NATS stream position")
-            try:
-                await self.js.delete_msg(stream, int(seq))
-            except NotFoundError:
-                pass  # already gone: removal is idempotent
-            except APIError as exc:
-                if "not found" in str(exc.description or "").lower():
-                    continue  # 10043 "sequence N not found": deleted earlier
-                raise BrokerError(f"cannot delete {stream}#{seq}: {exc}") from None
+        stream = await self._stream_of(topic)
+        await nats_dlq.remove(self.js, topic, messages, stream)
 
     async def purge(self, topic: str) -> int:
         """Purge the subject ``topic`` from its stream; return the number removed."""
         stream = await self._stream_of(topic)
-        if stream is None:
-            return 0
-        # nats-py's purge_stream returns only a bool; the raw API reply carries the count.
-        try:
-            msg = await self.nc.request(
-                f"$JS.API.STREAM.PURGE.{stream}",
-                orjson.dumps({"filter": topic}),
-                timeout=_API_TIMEOUT,
-            )
-        except nats.errors.Error as exc:
-            raise BrokerError(f"cannot purge {topic!r} from {stream}: {exc!r}") from None
-        resp = orjson.loads(msg.data)
-        if "error" in resp:
-            raise BrokerError(f"cannot purge {topic!r} from {stream}: {resp['error']}")
-        return int(resp.get("purged", 0))
-
-
-def _epoch_ms(raw: api.RawStreamMsg) -> int:
-    """Stored time of a raw stream message in epoch milliseconds (0 when unknown)."""
-    stamp = getattr(raw, "time", None)
-    if stamp is None:
-        return 0
-    try:
-        return int(stamp.timestamp() * 1000)
-    except (AttributeError, ValueError, OSError):
-        return 0
-
-
-def _describe(exc: BaseException) -> str:
-    """A one-line reason for a connection failure."""
-    if isinstance(exc, nats.errors.NoServersError):
-        return "no server answered"
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    text = str(exc).strip()
-    return text or type(exc).__name__
-
-
-async def _quiet_close(nc: Client) -> None:
-    """Close a client, ignoring errors from a half-open connection."""
-    try:
-        await nc.close()
-    except (nats.errors.Error, OSError, TimeoutError):
-        pass
+        return 0 if stream is None else await nats_dlq.purge(self.nc, stream, topic)

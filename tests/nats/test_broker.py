@@ -13,7 +13,7 @@ from nats.js.errors import NotFoundError
 
 from agentflow.brokers import from_url
 from agentflow.brokers.base import BrokerError, Delivery, OutMessage, PublishError, Subscription
-from agentflow.brokers.nats import NatsBroker, NatsSubscription
+from agentflow.brokers.nats import NatsBroker, NatsDelivery, NatsSubscription
 from agentflow.brokers.nats_streams import MANAGED_DESCRIPTION
 
 pytestmark = pytest.mark.nats
@@ -166,20 +166,78 @@ async def test_ack_wait_expiry_redelivers_and_in_progress_extends_it(
 ) -> None:
     topic = subject("slow")
     sub = await sub_of(broker, topic, ack_wait=1.0)
-    await broker.publish([msg(topic, "slow"), msg(topic, "lost")])
-    first = await drain(sub, 2)
-    slow = next(d for d in first if d.payload == b"slow")
+    await broker.publish([msg(topic, "lost")])
+    [_lost] = await drain(sub, 1)
+    # Never settled: after ack_wait the server hands it out again (replacing the stale copy).
+    [again] = await drain(sub, 1, timeout=3)
+    assert again.payload == b"lost" and again.delivery_count == 2
+    await again.ack()
+    await broker.publish([msg(topic, "slow")])
+    [slow] = await drain(sub, 1)
     t0 = time.monotonic()
-    redelivered: list[Delivery] = []
-    while time.monotonic() - t0 < 3.0:  # three ack_waits, heartbeating "slow" only
+    while time.monotonic() - t0 < 3.0:  # three ack_waits, heartbeating
         await slow.in_progress()
-        for d in await sub.fetch(5, 0.3):
-            redelivered.append(d)
-            await d.ack()
-    assert [d.payload for d in redelivered] == [b"lost"]
-    assert redelivered[0].delivery_count == 2
+        assert await sub.fetch(5, 0.3) == [], "in_progress keeps it from coming back"
     await slow.ack()
     assert await sub.fetch(5, 1.5) == []
+
+
+async def test_crash_suspects_go_out_alone_and_naked_retries_do_not(
+    broker: NatsBroker, nats_url: str, subject: Subject
+) -> None:
+    topic = subject("suspects")
+    sub = await sub_of(broker, topic, "grp", ack_wait=1.0)
+    crashing = NatsBroker(nats_url)
+    await crashing.connect()
+    doomed = await sub_of(crashing, topic, "grp", ack_wait=1.0)
+    await broker.publish([msg(topic, f"m{i}") for i in (1, 2, 3)])
+    assert len(await drain(doomed, 3)) == 3
+    await crashing.nc.close()  # the worker "dies": no nak, no ack, no close
+    await broker.publish([msg(topic, "m0")])
+    [m0] = await drain(sub, 1)
+    await m0.nak()
+    [retry] = await drain(sub, 1, timeout=2)
+    assert retry.payload == b"m0" and retry.delivery_count == 2
+    assert isinstance(retry, NatsDelivery) and not retry.suspect
+    for _ in range(6):  # m1..m3 expire on the server while the retry is in flight
+        await retry.in_progress()
+        await asyncio.sleep(0.25)
+    # Redelivered after expiry: suspects wait for the work in flight ...
+    assert await sub.fetch(10, 0.3) == []
+    await retry.ack()
+    # ... and then go out one at a time, alone.
+    alone: list[list[bytes]] = []
+    for _ in range(3):
+        got = await drain(sub, 1, timeout=3)
+        alone.append([d.payload for d in got])
+        assert all(isinstance(d, NatsDelivery) and d.suspect for d in got)
+        assert all(d.delivery_count == 2 for d in got)
+        assert await sub.fetch(10, 0.2) == [], "nothing else while a suspect is out"
+        for d in got:
+            await d.ack()
+    assert alone == [[b"m1"], [b"m2"], [b"m3"]]
+    await broker.publish([msg(topic, "fresh")])
+    [fresh] = await drain(sub, 1)
+    assert isinstance(fresh, NatsDelivery) and not fresh.suspect
+
+
+async def test_nak_marks_are_shared_between_workers(nats_url: str, subject: Subject) -> None:
+    topic = subject("shared")
+    a, b = NatsBroker(nats_url), NatsBroker(nats_url)
+    await a.connect()
+    await b.connect()
+    try:
+        sub_a = await sub_of(a, topic, "grp", ack_wait=30)
+        await a.publish([msg(topic, "x")])
+        assert len(await drain(sub_a, 1)) == 1
+        await sub_a.close()  # naks it: handed back, not crashed
+        sub_b = await sub_of(b, topic, "grp", ack_wait=30)
+        [d2] = await drain(sub_b, 1)
+        assert d2.delivery_count == 2
+        assert isinstance(d2, NatsDelivery) and not d2.suspect
+    finally:
+        await a.close()
+        await b.close()
 
 
 async def test_term_stops_redelivery(broker: NatsBroker, subject: Subject) -> None:
@@ -446,7 +504,7 @@ async def test_resubscribing_with_new_settings_updates_the_consumer(
     assert isinstance(sub, NatsSubscription)
     info = await broker.js.consumer_info(sub.stream, sub.durable)
     assert info.config.ack_wait == 9
-    assert info.config.max_deliver == 7
+    assert info.config.max_deliver == 7 + 10  # the runtime cap is enforced client-side
     assert info.config.max_ack_pending == 16 * 200
     assert info.config.filter_subject == topic
     await sub.close()
