@@ -17,6 +17,7 @@ __all__ = [
     "extract_key",
     "murmur2_partition",
     "new_id",
+    "output_headers",
     "subject_matches",
 ]
 
@@ -80,6 +81,24 @@ def encode_headers(
     defaults to ``message_id``. Extras follow; an extra named like one of the headers set here
     (``af-id``, ``af-key``, ``af-attempt``, ``af-correlation-id``, ``af-causation-id``,
     ``af-agent``, ``af-ts``, ``content-type``; case-insensitive) is dropped.
+    """
+
+def output_headers(
+    parent_id: str,
+    agent: str,
+    index: int,
+    key: str | None,
+    correlation_id: str,
+    ts_ms: int,
+    content_type: str,
+    trace: Mapping[str, str] | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Headers of output ``index`` of ``agent`` for input ``parent_id``, in one call.
+
+    ``af-id`` is ``derive_id(parent_id, agent, index)``, ``af-attempt`` 1, ``af-causation-id``
+    the parent; ``traceparent`` (and ``tracestate`` with it) are copied from ``trace`` (the
+    input's headers, a dict) when present; ``extra`` follows as in ``encode_headers``.
     """
 
 def decode_headers(

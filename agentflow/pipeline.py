@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 import pydantic
 
-from agentflow import envelope
+from agentflow import _native, envelope
 from agentflow.agent import AgentSpec, PayloadDecoder, encode_payload, input_type_of, outputs_of
 from agentflow.agent import wants_context as _wants_context
 from agentflow.brokers.base import Broker, Delivery, OutMessage
@@ -39,6 +40,79 @@ ROUTE_ERROR = "route-error"
 
 # A key held by another worker is retried after this long (the other worker may still finish).
 BUSY_DELAY = 1.0
+
+
+class _Running:
+    """One handler call under a deadline."""
+
+    __slots__ = ("deadline", "done", "expired", "task")
+
+    def __init__(self, deadline: float, task: asyncio.Task[Any]) -> None:
+        self.deadline = deadline
+        self.task = task
+        self.done = False
+        self.expired = False
+
+
+class Deadlines:
+    """Handler timeouts of one worker, enforced by one loop timer instead of one per call.
+
+    Every call of a worker gets the same timeout, so deadlines come in start order: a FIFO
+    queue suffices, and one timer armed for the oldest running call. When it fires, expired
+    calls are cancelled (and turned into ``TimeoutError`` by :meth:`Processor.process`) and
+    the timer is armed for the next one. Finished calls are dropped from the front as they
+    finish, and the queue is compacted if a long-running head holds many finished ones back.
+    """
+
+    def __init__(self, timeout: float, loop: asyncio.AbstractEventLoop) -> None:
+        self.timeout = timeout
+        self._loop = loop
+        self._calls: deque[_Running] = deque()
+        self._live = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self, task: asyncio.Task[Any]) -> _Running:
+        """Start timing a call made by ``task``."""
+        call = _Running(self._loop.time() + self.timeout, task)
+        self._calls.append(call)
+        self._live += 1
+        if self._timer is None:
+            self._timer = self._loop.call_at(call.deadline, self._fire)
+        return call
+
+    def finish(self, call: _Running) -> None:
+        """The call ended (in any way)."""
+        if call.done:
+            return
+        call.done = True
+        self._live -= 1
+        calls = self._calls
+        while calls and calls[0].done:
+            calls.popleft()
+        if len(calls) > 4 * self._live + 64:
+            self._calls = deque(c for c in calls if not c.done)
+
+    def close(self) -> None:
+        """Stop the timer (the worker is stopping)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _fire(self) -> None:
+        self._timer = None
+        now = self._loop.time()
+        calls = self._calls
+        while calls:
+            head = calls[0]
+            if head.done:
+                calls.popleft()
+            elif head.deadline <= now:
+                calls.popleft()
+                head.expired = True
+                head.task.cancel()
+            else:
+                self._timer = self._loop.call_at(head.deadline, self._fire)
+                return
 
 
 class _DeadLetter(Exception):
@@ -67,9 +141,23 @@ class Processor:
         self.decoder = PayloadDecoder(input_type_of(spec.handler, spec.localns))
         self.wants_context = _wants_context(spec.handler)
         self.logger = logging.getLogger(f"agentflow.agent.{spec.name}")
+        # Native header decode (and the idempotency key when it is a payload field path).
+        key_path = spec.idempotency_key if isinstance(spec.idempotency_key, str) else None
+        try:
+            self.plan = _native.MessagePlan(None, key_path)
+            self.native_key = key_path is not None
+        except ValueError:  # a path the native reader does not take: read it in Python
+            self.plan = _native.MessagePlan(None, None)
+            self.native_key = False
 
-    async def process(self, d: Delivery) -> None:
-        """Handle one delivery to completion: ack, nak or dead-letter."""
+    async def process(
+        self, d: Delivery, task: asyncio.Task[Any] | None = None, deadlines: Deadlines | None = None
+    ) -> None:
+        """Handle one delivery to completion: ack, nak or dead-letter.
+
+        ``task`` (the task running this) and ``deadlines`` let a worker enforce the handler
+        timeout without a timer per call; without them ``asyncio.timeout`` is used.
+        """
         stats = self.stats
         stats.received += 1
         stats.touch()
@@ -77,11 +165,11 @@ class Processor:
         claim_key: str | None = None
         try:
             try:
-                env = envelope.decode_headers(d.headers)
-            except ValueError as exc:
+                env_id, env_key, _, env_correlation = self.plan.decode(d.headers)
+            except (ValueError, TypeError) as exc:
                 raise _DeadLetter(INVALID_HEADERS, exc) from exc
-            message_id = env.message_id or d.fallback_id
-            key = d.key if d.key is not None else env.key
+            message_id = env_id or d.fallback_id
+            key = d.key if d.key is not None else env_key
             try:
                 value = self.decoder.decode(d.payload)
             except (ValueError, pydantic.ValidationError) as exc:
@@ -107,16 +195,15 @@ class Processor:
                     f"attempt {attempt} exceeds max_attempts={self.spec.retry.max_attempts} "
                     "(earlier attempts crashed or timed out without an outcome)",
                 )
-            ctx = self._context(d, env, message_id, key, attempt)
-            try:
-                # asyncio.timeout, unlike wait_for, runs the handler without an extra task.
-                async with asyncio.timeout(self.spec.timeout):
-                    result = await self._call(value, ctx)
-            except TimeoutError as exc:
-                raise TimeoutError(
-                    f"agent {self.spec.name!r} exceeded its timeout of {self.spec.timeout}s"
-                ) from exc
-            out = self._outputs(d, env, message_id, key, ctx._outputs, result)
+            correlation = env_correlation or message_id
+            ctx = (
+                self._context(d, correlation, message_id, key, attempt)
+                if self.wants_context
+                else None
+            )
+            result = await self._timed(value, ctx, task, deadlines)
+            pending = ctx._outputs if ctx is not None else ()
+            out = self._outputs(d, correlation, message_id, key, pending, result)
             if out:
                 await self.broker.publish(out)
                 stats.published += len(out)
@@ -139,19 +226,52 @@ class Processor:
         finally:
             stats.touch()
 
-    async def _call(self, value: Any, ctx: Context) -> Any:
-        if self.wants_context:
+    async def _timed(
+        self,
+        value: Any,
+        ctx: Context | None,
+        task: asyncio.Task[Any] | None,
+        deadlines: Deadlines | None,
+    ) -> Any:
+        """Run the handler under the agent's timeout (expiry raises ``TimeoutError``)."""
+        if task is None or deadlines is None:
+            try:
+                async with asyncio.timeout(self.spec.timeout):
+                    return await self._call(value, ctx)
+            except TimeoutError as exc:
+                raise self._timeout_error() from exc
+        call = deadlines.start(task)
+        try:
+            result = await self._call(value, ctx)
+        except asyncio.CancelledError:
+            # Our own cancellation (and nobody else's) means the deadline passed.
+            if call.expired and task.uncancel() == 0:
+                raise self._timeout_error() from None
+            raise
+        finally:
+            deadlines.finish(call)
+        if call.expired:
+            task.uncancel()  # the handler swallowed the cancellation and returned anyway
+        return result
+
+    def _timeout_error(self) -> TimeoutError:
+        return TimeoutError(
+            f"agent {self.spec.name!r} exceeded its timeout of {self.spec.timeout}s"
+        )
+
+    async def _call(self, value: Any, ctx: Context | None) -> Any:
+        if ctx is not None:
             return await self.spec.handler(value, ctx)
         return await self.spec.handler(value)
 
     def _context(
-        self, d: Delivery, env: envelope.Envelope, message_id: str, key: str | None, attempt: int
+        self, d: Delivery, correlation: str, message_id: str, key: str | None, attempt: int
     ) -> Context:
         return Context(
             message_id=message_id,
             attempt=attempt,
             key=key,
-            correlation_id=env.correlation_id or message_id,
+            correlation_id=correlation,
             headers=d.headers,
             topic=d.topic,
             agent=self.spec.name,
@@ -163,8 +283,16 @@ class Processor:
         spec_key = self.spec.idempotency_key
         if spec_key is None:
             return message_id
+        found: Any
         if callable(spec_key):
             found = spec_key(d.payload, d.headers, key, d.topic)
+        elif self.native_key:
+            try:
+                native = self.plan.key_of(d.payload)
+            except ValueError:
+                native = None  # not JSON: no key (as the Python reader)
+            # A non-string, non-integer value comes back as its JSON; render it as Python did.
+            found = orjson.loads(native) if isinstance(native, bytes) else native
         else:
             found = _field_path(d.payload, spec_key)
         if found is None or found == "":
@@ -174,7 +302,7 @@ class Processor:
     def _outputs(
         self,
         d: Delivery,
-        env: envelope.Envelope,
+        correlation: str,
         message_id: str,
         key: str | None,
         pending: Sequence[PendingOutput],
@@ -184,24 +312,17 @@ class Processor:
             (p.topic, p.payload, p.key, p.headers) for p in pending
         ]
         items.extend((None, r, key, None) for r in outputs_of(result))
-        correlation = env.correlation_id or message_id
-        extra = _trace_headers(d.headers)
+        agent = self.spec.name
+        ts = envelope.now_ms()
         out: list[OutMessage] = []
         for topic, value, out_key, headers in items:
-            payload = encode_payload(value)
+            payload = _encode(value)
             topics = [topic] if topic is not None else self._targets(d, payload, out_key)
+            content_type = envelope.OCTET_STREAM if isinstance(value, bytes) else envelope.JSON
             for target in topics:
-                out_id = envelope.derive_id(message_id, self.spec.name, len(out))
-                out_headers = envelope.build_headers(
-                    out_id,
-                    key=out_key,
-                    correlation_id=correlation,
-                    causation_id=message_id,
-                    agent=self.spec.name,
-                    content_type=envelope.OCTET_STREAM
-                    if isinstance(value, bytes)
-                    else envelope.JSON,
-                    extra={**extra, **(headers or {})},
+                out_headers = _native.output_headers(
+                    message_id, agent, len(out), out_key, correlation, ts, content_type,
+                    d.headers, headers,
                 )
                 out.append(OutMessage(target, payload, out_headers, out_key))
         return out
@@ -303,14 +424,17 @@ def _field_path(payload: bytes, path: str) -> Any:
     return node
 
 
-def _trace_headers(headers: dict[str, str]) -> dict[str, str]:
-    parent = headers.get(envelope.TRACEPARENT)
-    if parent is None:
-        return {}
-    state = headers.get(envelope.TRACESTATE)
-    return {envelope.TRACEPARENT: parent} if state is None else {
-        envelope.TRACEPARENT: parent, envelope.TRACESTATE: state,
-    }
+_MODEL_DUMP_JSON = pydantic.BaseModel.model_dump_json
+
+
+def _encode(value: Any) -> bytes:
+    """``encode_payload``, with pydantic models serialised straight to bytes (the same JSON as
+    ``model_dump_json``, without its str round trip) unless the model overrides that."""
+    if isinstance(value, pydantic.BaseModel):
+        cls = type(value)
+        if cls.model_dump_json is _MODEL_DUMP_JSON:
+            return cls.__pydantic_serializer__.to_json(value)
+    return encode_payload(value)
 
 
 def _short_validation(exc: Exception) -> str:

@@ -2,8 +2,14 @@
 
 Back-pressure: the loop fetches only as many messages as it has free slots (``prefetch``), so
 a slow handler slows the fetch instead of piling deliveries up in memory. Messages that share
-a key run one after another in a lane; different keys (and keyless messages) run in parallel,
-at most ``concurrency`` handlers at a time.
+a key run one after another; different keys (and keyless messages) run in parallel, at most
+``concurrency`` handlers at a time.
+
+No task per message: runnable deliveries wait in one queue, drained by at most
+``concurrency`` runner tasks, started when work arrives and ending when the queue is empty.
+A delivery whose key is busy waits in that key's lane and joins the queue when the message
+before it finishes. Handler timeouts are enforced by :class:`Deadlines` (one loop timer per
+worker, not one per message).
 """
 
 from __future__ import annotations
@@ -12,13 +18,11 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Coroutine
-from typing import Any
 
 from agentflow.agent import AgentSpec
 from agentflow.brokers.base import Broker, Delivery, Subscription
 from agentflow.idempotency.base import IdempotencyStore
-from agentflow.pipeline import Processor
+from agentflow.pipeline import Deadlines, Processor
 from agentflow.stats import AgentStats
 
 log = logging.getLogger("agentflow.worker")
@@ -58,16 +62,23 @@ class AgentWorker:
         self.prefetch = max(2 * spec.concurrency, 32)
         self.processor = Processor(spec, broker, store, stats, self.ack_wait)
         self._sub: Subscription | None = None
-        self._slots = asyncio.Semaphore(spec.concurrency)
         self._held: set[Delivery] = set()
+        # Runnable deliveries (keyless, or first of their key), with their key.
+        self._ready: deque[tuple[Delivery, str | None]] = deque()
+        # Busy keys -> deliveries of that key waiting for the one running (or queued) now.
         self._lanes: dict[str, deque[Delivery]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._deadlines: Deadlines | None = None
+        # Runner tasks still looping (counted down as they leave the loop, before they end).
+        self._runners = 0
+        self._wake_pending = False
         self._room = asyncio.Event()
         self._stopping = False
         self._loops: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         """Subscribe and start fetching."""
+        self._deadlines = Deadlines(self.spec.timeout, asyncio.get_running_loop())
         self._sub = await self.broker.subscribe(
             self.spec.consumes,
             self.group,
@@ -107,6 +118,16 @@ class AgentWorker:
                     grace,
                 )
                 await asyncio.wait(pending, timeout=5.0)
+        # Deliveries that never started stay un-acked: closing the subscription hands them back.
+        for d, _ in self._ready:
+            self._done(d)
+        for lane in self._lanes.values():
+            for d in lane:
+                self._done(d)
+        self._ready.clear()
+        self._lanes.clear()
+        if self._deadlines is not None:
+            self._deadlines.close()
         if self._sub is not None:
             await self._sub.close()
             self._sub = None
@@ -135,44 +156,69 @@ class AgentWorker:
         self._held.add(d)
         self.stats.in_flight = len(self._held)
         key = d.key if d.key is not None else d.headers.get("af-key")
-        if key is None:
-            self._spawn(self._run_one(d))
+        if key is not None:
+            lane = self._lanes.get(key)
+            if lane is not None:
+                lane.append(d)  # same key already running or queued: wait behind it, in order
+                return
+            self._lanes[key] = deque()
+        self._ready.append((d, key))
+        self._wake()
+
+    def _wake(self) -> None:
+        """Make sure queued work finds a runner: decided once the current step yields."""
+        if not self._wake_pending:
+            self._wake_pending = True
+            asyncio.get_running_loop().call_soon(self._add_runners)
+
+    def _add_runners(self) -> None:
+        # Runs between steps: every live runner is waiting inside a handler (or has not
+        # started yet), so queued work needs more runners. Grow by doubling, never above
+        # `concurrency`: a handler that never waits is served by one runner, without a task
+        # per message; handlers that wait ramp up to full concurrency in a few loop turns.
+        self._wake_pending = False
+        if self._stopping:
             return
+        room = self.spec.concurrency - self._runners
+        for _ in range(min(len(self._ready), room, max(1, self._runners))):
+            self._runners += 1
+            task = asyncio.create_task(self._runner())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _runner(self) -> None:
+        """Process queued deliveries one at a time until the queue is empty."""
+        task = asyncio.current_task()
+        assert task is not None and self._deadlines is not None
+        process = self.processor.process
+        deadlines = self._deadlines
+        ready = self._ready
+        try:
+            while ready and not self._stopping:
+                d, key = ready.popleft()
+                if ready:
+                    self._wake()  # more waiting: maybe another runner, if this one waits
+                try:
+                    await process(d, task, deadlines)
+                except Exception:
+                    log.exception(
+                        "agent %s: unexpected error processing a message", self.spec.name
+                    )
+                finally:
+                    self._done(d)
+                    if key is not None:
+                        self._next_of(key)
+        finally:
+            self._runners -= 1
+            if ready and not self._stopping:
+                self._wake()  # this runner was cancelled mid-queue: let another take over
+
+    def _next_of(self, key: str) -> None:
+        """The message of ``key`` finished: queue the next one of that key, if any."""
         lane = self._lanes.get(key)
-        if lane is not None:
-            lane.append(d)  # same key already running: wait behind it, in order
-            return
-        self._lanes[key] = deque([d])
-        self._spawn(self._run_lane(key))
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run_one(self, d: Delivery) -> None:
-        try:
-            async with self._slots:
-                if not self._stopping:
-                    await self.processor.process(d)
-        except Exception:
-            log.exception("agent %s: unexpected error processing a message", self.spec.name)
-        finally:
-            self._done(d)
-
-    async def _run_lane(self, key: str) -> None:
-        lane = self._lanes[key]
-        try:
-            while lane:
-                d = lane[0]
-                await self._run_one(d)
-                lane.popleft()
-                if self._stopping:
-                    # Leave the rest un-acked: closing the subscription hands them back.
-                    for rest in lane:
-                        self._done(rest)
-                    lane.clear()
-        finally:
+        if lane:
+            self._ready.append((lane.popleft(), key))
+        else:
             self._lanes.pop(key, None)
 
     def _done(self, d: Delivery) -> None:

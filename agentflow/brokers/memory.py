@@ -36,6 +36,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from urllib.parse import parse_qs, urlsplit
 
+from agentflow._native import DedupWindow as NativeDedupWindow
 from agentflow.brokers.base import (
     Broker,
     BrokerError,
@@ -46,7 +47,6 @@ from agentflow.brokers.base import (
     Subscription,
 )
 from agentflow.brokers.memory_group import (
-    DedupWindow,
     Entry,
     Group,
     Member,
@@ -64,13 +64,16 @@ DEFAULT_RETENTION = 100_000
 
 
 class _Topic:
-    """The log of one topic."""
+    """The log of one topic, and the groups its messages go to."""
 
-    __slots__ = ("log", "next_seq")
+    __slots__ = ("groups", "groups_version", "log", "next_seq")
 
     def __init__(self) -> None:
         self.log: OrderedDict[int, Record] = OrderedDict()
         self.next_seq = 1
+        # Groups whose pattern matches this topic, as of `groups_version` of the state.
+        self.groups: list[Group] = []
+        self.groups_version = -1
 
 
 class _State:
@@ -81,8 +84,11 @@ class _State:
         self.retention = retention
         self.topics: dict[str, _Topic] = {}
         self.groups: dict[tuple[str, str], Group] = {}
-        self.dedup = DedupWindow(dedup_window, dedup_max, time.monotonic)
+        # Native window (agentflow._native), same semantics as memory_group.DedupWindow.
+        self.dedup = NativeDedupWindow(dedup_window, dedup_max)
         self.gseq = itertools.count(1)
+        # Bumped when a group is added, so topics recompute which groups they feed.
+        self.groups_version = 0
         # One lock for the whole state: re-entrant because appending offers to groups, which
         # take it again. Uncontended in the usual one-loop case, so it costs next to nothing.
         self.lock = threading.RLock()
@@ -94,7 +100,7 @@ class _State:
                 dedup_id = msg.dedup_id or msg.message_id
                 # Per topic, like a NATS stream per subject: a DLQ copy or a replay may reuse
                 # the id of a message on another topic.
-                if dedup_id and not self.dedup.accept(f"{msg.topic}\x00{dedup_id}"):
+                if dedup_id and self.dedup.seen(f"{msg.topic}\x00{dedup_id}"):
                     continue
                 self._append(msg)
 
@@ -105,22 +111,24 @@ class _State:
             validate_topic(msg.topic)
             topic = self.topics[msg.topic] = _Topic()
         record = Record(
-            topic=msg.topic,
-            seq=topic.next_seq,
-            gseq=next(self.gseq),
-            payload=bytes(msg.payload),
-            headers=dict(msg.headers),
-            key=msg.key,
-            timestamp_ms=time.time_ns() // 1_000_000,
+            msg.topic,
+            topic.next_seq,
+            next(self.gseq),
+            bytes(msg.payload),
+            dict(msg.headers),
+            msg.key,
+            time.time_ns() // 1_000_000,
         )
         topic.next_seq += 1
         topic.log[record.seq] = record
         while len(topic.log) > self.retention:
             _, dropped = topic.log.popitem(last=False)
             dropped.removed = True
-        for group in self.groups.values():
-            if group.matches(msg.topic):
-                group.offer(record)
+        if topic.groups_version != self.groups_version:
+            topic.groups = [g for g in self.groups.values() if g.matches(msg.topic)]
+            topic.groups_version = self.groups_version
+        for group in topic.groups:
+            group.offer(record)
 
     def group(self, name: str, pattern: str) -> Group:
         """Return the group (name, pattern), creating it with every retained matching message."""
@@ -132,6 +140,7 @@ class _State:
                 ]
                 backlog = heapq.merge(*logs, key=lambda r: r.gseq)
                 group = self.groups[(name, pattern)] = Group(name, pattern, backlog, self.lock)
+                self.groups_version += 1
             return group
 
     def records(self, topic: str) -> list[Record]:

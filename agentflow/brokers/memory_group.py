@@ -359,6 +359,8 @@ class Group:
 
     def _notify(self) -> None:
         """Wake every waiting fetch so it re-checks the queues."""
+        if not self._waiters:
+            return  # the common case under load: nobody is waiting
         waiters, self._waiters = self._waiters, set()
         try:
             current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()

@@ -261,33 +261,87 @@ pub fn encode_headers<'py>(
     d.set_item(intern!(py, H_TS), ts_ms.to_string())?;
     d.set_item(intern!(py, H_CONTENT_TYPE), content_type)?;
     if let Some(extra) = extra {
-        if extra.is_none() {
-            return Ok(d);
+        add_extra(py, &d, extra)?;
+    }
+    Ok(d)
+}
+
+/// Copy `extra` (a mapping of str to str) into `d`, skipping the names `encode_headers` owns.
+fn add_extra<'py>(
+    py: Python<'py>,
+    d: &Bound<'py, PyDict>,
+    extra: &Bound<'py, PyAny>,
+) -> PyResult<()> {
+    if extra.is_none() {
+        return Ok(());
+    }
+    let items = if let Ok(e) = extra.cast::<PyDict>() {
+        e.items()
+    } else {
+        extra
+            .call_method0("items")?
+            .cast_into::<PyList>()
+            .or_else(|e| {
+                PyList::new(
+                    py,
+                    e.into_inner().try_iter()?.collect::<PyResult<Vec<_>>>()?,
+                )
+            })?
+    };
+    for item in items.iter() {
+        let (name, value): (Bound<'py, PyString>, Bound<'py, PyString>) = item
+            .extract()
+            .map_err(|_| PyTypeError::new_err("extra headers must map str names to str values"))?;
+        let name_text = name.to_str()?;
+        if OWNED.iter().any(|o| o.eq_ignore_ascii_case(name_text)) {
+            continue;
         }
-        let items = if let Ok(e) = extra.cast::<PyDict>() {
-            e.items()
-        } else {
-            extra
-                .call_method0("items")?
-                .cast_into::<PyList>()
-                .or_else(|e| {
-                    PyList::new(
-                        py,
-                        e.into_inner().try_iter()?.collect::<PyResult<Vec<_>>>()?,
-                    )
-                })?
-        };
-        for item in items.iter() {
-            let (name, value): (Bound<'py, PyString>, Bound<'py, PyString>) =
-                item.extract().map_err(|_| {
-                    PyTypeError::new_err("extra headers must map str names to str values")
-                })?;
-            let name_text = name.to_str()?;
-            if OWNED.iter().any(|o| o.eq_ignore_ascii_case(name_text)) {
-                continue;
+        d.set_item(name, value)?;
+    }
+    Ok(())
+}
+
+/// Headers of output `index` of `agent` for the input `parent_id`: its derived id, attempt 1,
+/// the input as causation, `traceparent`/`tracestate` carried over from `trace` (the input's
+/// headers), then `extra`. One call per output instead of derive + encode + dict merges.
+#[pyfunction]
+#[pyo3(signature = (parent_id, agent, index, key, correlation_id, ts_ms, content_type, trace=None, extra=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn output_headers<'py>(
+    py: Python<'py>,
+    parent_id: &str,
+    agent: &str,
+    index: u64,
+    key: Option<&str>,
+    correlation_id: &str,
+    ts_ms: u64,
+    content_type: &str,
+    trace: Option<&Bound<'py, PyAny>>,
+    extra: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let out_id = crate::ids::derive_id(parent_id, agent, index);
+    let d = encode_headers(
+        py,
+        &out_id,
+        key,
+        1,
+        Some(correlation_id),
+        Some(parent_id),
+        Some(agent),
+        ts_ms,
+        content_type,
+        None,
+    )?;
+    if let Some(trace) = trace.and_then(|t| t.cast::<PyDict>().ok()) {
+        if let Some(parent) = trace.get_item(intern!(py, H_TRACEPARENT))? {
+            d.set_item(intern!(py, H_TRACEPARENT), parent)?;
+            if let Some(state) = trace.get_item(intern!(py, H_TRACESTATE))? {
+                d.set_item(intern!(py, H_TRACESTATE), state)?;
             }
-            d.set_item(name, value)?;
         }
+    }
+    if let Some(extra) = extra {
+        add_extra(py, &d, extra)?;
     }
     Ok(d)
 }

@@ -3,6 +3,7 @@
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 /// Ids seen within the last `window` seconds, at most `max_entries` of them.
 ///
@@ -13,9 +14,9 @@ pub struct Window {
     window: f64,
     max_entries: usize,
     /// id -> (first seen, generation)
-    entries: HashMap<String, (f64, u64)>,
+    entries: HashMap<Arc<str>, (f64, u64)>,
     /// Insertion order: (generation, id). Entries whose generation no longer matches are stale.
-    order: VecDeque<(u64, String)>,
+    order: VecDeque<(u64, Arc<str>)>,
     generation: u64,
 }
 
@@ -83,8 +84,10 @@ impl Window {
             // Expired but not at the front (the clock went backwards earlier): re-record.
         }
         self.generation += 1;
-        self.entries.insert(id.to_owned(), (now, self.generation));
-        self.order.push_back((self.generation, id.to_owned()));
+        // One allocation shared by the map and the queue.
+        let id: Arc<str> = Arc::from(id);
+        self.entries.insert(Arc::clone(&id), (now, self.generation));
+        self.order.push_back((self.generation, id));
         while self.entries.len() > self.max_entries {
             self.pop_oldest();
         }
@@ -94,6 +97,20 @@ impl Window {
                 .retain(|(g, id)| entries.get(id).is_some_and(|e| e.1 == *g));
         }
         false
+    }
+}
+
+/// `time.monotonic()`: the same clock (CLOCK_MONOTONIC), read without calling into Python.
+fn monotonic(py: Python<'_>) -> PyResult<f64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec it is given.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } == 0 {
+        Ok(ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9)
+    } else {
+        py.import("time")?.call_method0("monotonic")?.extract()
     }
 }
 
@@ -119,7 +136,7 @@ impl DedupWindow {
         let now = match now {
             Some(t) if t.is_nan() => return Err(PyValueError::new_err("now must not be NaN")),
             Some(t) => t,
-            None => py.import("time")?.call_method0("monotonic")?.extract()?,
+            None => monotonic(py)?,
         };
         Ok(self.inner.seen(message_id, now))
     }

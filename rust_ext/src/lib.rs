@@ -40,6 +40,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(new_id, m)?)?;
     m.add_function(wrap_pyfunction!(derive_id, m)?)?;
     m.add_function(wrap_pyfunction!(codec::encode_headers, m)?)?;
+    m.add_function(wrap_pyfunction!(codec::output_headers, m)?)?;
     m.add_function(wrap_pyfunction!(codec::decode_headers, m)?)?;
     m.add_function(wrap_pyfunction!(codec::decode_headers_batch, m)?)?;
     m.add_class::<codec::Envelope>()?;
