@@ -55,6 +55,7 @@ log = logging.getLogger("agentflow.kafka")
 __all__ = ["KafkaSubscription"]
 
 POLL_MS = 200
+COMMIT_TIMEOUT = 10.0
 _ERROR_BACKOFF = 0.5
 
 
@@ -208,15 +209,19 @@ class KafkaSubscription(Subscription):
                 wait = self._apply_pauses()
                 room = max(self.max_in_flight - self._outstanding(), 1)
                 started = time.monotonic()
-                batch = await self.consumer.getmany(timeout_ms=int(wait * 1000), max_records=room)
+                batch = await self.consumer.getmany(
+                    timeout_ms=max(int(wait * 1000), 1), max_records=room
+                )
                 for tp, records in batch.items():
                     part = self.parts.get(tp)
                     if part is not None and part.live and not part.revoking:
                         part.buffer.extend(records)
                 if batch:
                     self._changed.set()
-                elif time.monotonic() - started < wait / 2 and not self.parts:
-                    await asyncio.sleep(wait)  # no assignment yet: getmany returns at once
+                elif time.monotonic() - started < wait / 2:
+                    # getmany can return at once without suspending (no assignment yet, a
+                    # broker gone): sleep, or this loop would starve the event loop.
+                    await asyncio.sleep(wait)
                 self._expire()
                 if time.monotonic() >= self._next_commit:
                     self._next_commit = time.monotonic() + self.settings.commit_interval
@@ -408,9 +413,21 @@ class KafkaSubscription(Subscription):
         except Exception as exc:
             raise BrokerError(f"cannot write the retry copy to {target!r}: {exc}") from exc
         self._close_slot(d)
+        await self.settle(d)
+
+    async def settle(self, d: KafkaDelivery) -> None:
+        """Commit a nak or term at once: until then a crash would run the message twice.
+
+        Rare (retries and dead letters only), so the extra round trip is not on the hot path;
+        a plain ack waits for the next periodic or per-batch commit instead.
+        """
+        if d.part.live and not d.part.revoking:
+            await self._commit([d.part], timeout=5.0)
 
     # -- commits -----------------------------------------------------------------------------
-    async def _commit(self, parts: Iterable[Part], *, force: bool = False) -> None:
+    async def _commit(
+        self, parts: Iterable[Part], *, force: bool = False, timeout: float = COMMIT_TIMEOUT
+    ) -> None:
         from aiokafka.errors import OffsetMetadataTooLargeError
 
         offsets: dict[Any, tuple[int, str]] = {}
@@ -429,7 +446,9 @@ class KafkaSubscription(Subscription):
             return
         try:
             try:
-                await self.consumer.commit(offsets)
+                # aiokafka retries a commit for as long as the coordinator is unknown (broker
+                # down): bound it, a later commit carries the same state.
+                await asyncio.wait_for(self.consumer.commit(offsets), timeout)
             except OffsetMetadataTooLargeError:
                 log.warning(
                     "group %s: cluster refuses attempt records; committing without", self.group
@@ -451,11 +470,11 @@ class KafkaSubscription(Subscription):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         try:
-            await self._commit(list(self.parts.values()), force=True)
+            await self._commit(list(self.parts.values()), force=True, timeout=5.0)
         finally:
             for part in self.parts.values():
                 part.live = False
             self.parts.clear()
             self.broker.forget(self)
             with contextlib.suppress(Exception):
-                await self.consumer.stop()
+                await asyncio.wait_for(self.consumer.stop(), 10.0)

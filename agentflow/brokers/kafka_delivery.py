@@ -132,7 +132,9 @@ class KafkaDelivery(Delivery):
 
     async def term(self) -> None:
         """Mark the record done without a retry (its dead-letter copy was published)."""
-        self._sub.finish(self, acked=False)
+        if not self.finished and not self.stale:
+            self._sub.finish(self, acked=False)
+            await self._sub.settle(self)
 
     async def nak(self, delay: float = 0.0) -> None:
         """Publish a delayed copy to the retry tier, then mark the record done."""
