@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -51,6 +52,16 @@ def describe(exc: BaseException) -> str:
         return "connection refused"
     text = str(exc).strip()
     return text or type(exc).__name__
+
+
+def _telling(exc: BaseException) -> int:
+    """How much a connection error tells the user (higher is more specific)."""
+    text = str(exc).lower()
+    if isinstance(exc, nats.errors.AuthorizationError) or "authoriz" in text:
+        return 3
+    if isinstance(exc, ssl.SSLError) or "tls" in text or "certificate" in text:
+        return 2
+    return 1
 
 
 async def quiet_close(nc: Client) -> None:
@@ -115,9 +126,9 @@ async def open_connection(
             timeout=s.connect_timeout * 2 * len(s.servers) + 1.0,
         )
     except (OSError, TimeoutError, nats.errors.Error) as exc:
-        # The most telling failure: an auth/TLS error beats "no servers".
+        # The most telling failure: auth beats TLS beats a reset/refusal beats "no servers".
         seen = [e for e in first_errors if not isinstance(e, nats.errors.NoServersError)]
-        reason = seen[-1] if seen else (nc.last_error or exc)
+        reason = max(reversed(seen), key=_telling) if seen else (nc.last_error or exc)
         await quiet_close(nc)
         raise BrokerError(
             f"cannot connect to NATS at {s.display_url}: {describe(reason)}"

@@ -2,20 +2,46 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import nats
+import orjson
 import pytest
 
 from agentflow.brokers.nats import NatsBroker
 from tests.nats.server import NatsServer
 
+# App names the tests build from the prefix: their KV idempotency buckets are removed too.
+_APP_PREFIXES = ("e2e", "bad", "cli", "prod")
+
 
 @pytest.fixture
-def prefix() -> str:
-    """A unique first subject token, so every test gets its own stream."""
-    return f"n{uuid.uuid4().hex[:10]}"
+async def prefix(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """A unique first subject token, so every test gets its own stream (deleted afterwards)."""
+    value = f"n{uuid.uuid4().hex[:10]}"
+    yield value
+    url = os.environ.get("AGENTFLOW_TEST_NATS_URL")
+    if not url:
+        return
+    # Keep a long-lived test server tidy: drop this test's streams and buckets.
+    with contextlib.suppress(Exception):
+        nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0)
+        try:
+            js = nc.jetstream()
+            reply = await nc.request(
+                "$JS.API.STREAM.NAMES", orjson.dumps({"subject": f"{value}.>"}), timeout=5
+            )
+            for name in orjson.loads(reply.data).get("streams") or []:
+                await js.delete_stream(name)
+            for app in _APP_PREFIXES:
+                with contextlib.suppress(Exception):
+                    await js.delete_key_value(f"AF_IDEM_{app}{value}")
+        finally:
+            await nc.close()
 
 
 @pytest.fixture
