@@ -29,7 +29,7 @@ async def prefix(request: pytest.FixtureRequest) -> AsyncIterator[str]:
         return
     # Keep a long-lived test server tidy: drop this test's streams and buckets.
     with contextlib.suppress(Exception):
-        nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0)
+        nc = await nats.connect(url, connect_timeout=2, allow_reconnect=False)
         try:
             js = nc.jetstream()
             reply = await nc.request(
