@@ -40,6 +40,7 @@ def cases() -> dict[str, Callable[[], object]]:
     parent = n.new_id()
     program = n.CelProgram('payload.priority == "high" && payload.customer.tier == "gold"')
     router = n.Router(['payload.priority == "low"', 'headers["af-agent"] == "x"', None])
+    plan = n.MessagePlan(['payload.priority == "low"', 'headers["af-agent"] == "x"', None], "id")
     dedup = n.DedupWindow(60.0, 100_000)
     counter = iter(range(10**12))
     return {
@@ -53,10 +54,17 @@ def cases() -> dict[str, Callable[[], object]]:
         "decode_headers_batch(100)/msg": lambda: n.decode_headers_batch([KAFKA_HEADERS] * 100),
         "CelProgram.evaluate": lambda: program.evaluate(PAYLOAD, HEADERS, "k", "tickets.new"),
         "Router.select(3 routes)": lambda: router.select(PAYLOAD, HEADERS, "k", "tickets.new"),
+        "MessagePlan.decode": lambda: plan.decode(HEADERS),
+        "MessagePlan.key_of(id)": lambda: plan.key_of(PAYLOAD),
+        "MessagePlan.process": lambda: plan.process(HEADERS, PAYLOAD, None, "tickets.new"),
+        "output_headers": lambda: n.output_headers(
+            parent, "triage", 0, "k", parent, 1_700_000_000_000, "application/json", HEADERS
+        ),
         "extract_key(customer.id)": lambda: n.extract_key(PAYLOAD, "customer.id"),
         "murmur2_partition": lambda: n.murmur2_partition(b"customer-42", 12),
         "subject_matches": lambda: n.subject_matches("tickets.*.>", "tickets.new.eu.1"),
         "DedupWindow.seen(new id)": lambda: dedup.seen(str(next(counter)), 1.0),
+        "DedupWindow.seen(new id, clock)": lambda: dedup.seen(str(next(counter))),
     }
 
 

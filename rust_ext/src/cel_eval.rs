@@ -10,7 +10,7 @@ use cel::objects::Key;
 use cel::{Context, Env, Program, Value};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyString};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyString, PyTuple};
 use serde_json::Value as Json;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -238,9 +238,14 @@ pub fn headers_from_py(headers: &Bound<'_, PyAny>) -> PyResult<Vec<(String, Stri
         }
     } else if headers.is_none() {
     } else {
-        let items = headers
-            .call_method0("items")
-            .map_err(|_| PyTypeError::new_err("headers must be a mapping of str to str"))?;
+        // A mapping, or (Kafka style) a list/tuple of (name, value) pairs.
+        let items = if headers.is_instance_of::<PyList>() || headers.is_instance_of::<PyTuple>() {
+            headers.clone()
+        } else {
+            headers
+                .call_method0("items")
+                .map_err(|_| PyTypeError::new_err("headers must be a mapping of str to str"))?
+        };
         for item in items.try_iter()? {
             let (k, v): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item?.extract()?;
             push(k, v)?;

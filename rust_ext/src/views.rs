@@ -157,3 +157,54 @@ impl VariableResolver for Vars<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::plan::{Headers, Plan, Selection, View};
+
+    fn select(plan: &Plan, payload: &str, region: Option<&str>) -> Result<Selection, String> {
+        let values = [region];
+        plan.select(&View {
+            payload: payload.as_bytes(),
+            headers: Headers::Named(&values),
+            key: Some("k"),
+            topic: "t",
+        })
+    }
+
+    #[test]
+    fn members_resolve_lazily_and_exactly() {
+        let plan = Plan::new(
+            [
+                Some(r#"payload["a.b"] == 1 && headers["x"] == "y""#),
+                Some("payload.a.b == 2 && has(payload.c)"),
+                Some(r#"payload.l[1] == "z" && key == "k" && topic == "t""#),
+                None,
+            ],
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            select(&plan, r#"{"a.b": 1, "a": {"b": 2}}"#, Some("y")),
+            Ok(Selection::Route(0))
+        );
+        assert_eq!(
+            select(&plan, r#"{"a.b": 0, "a": {"b": 2}, "c": null}"#, Some("n")),
+            Ok(Selection::Route(1))
+        );
+        assert_eq!(
+            select(
+                &plan,
+                r#"{"a.b": 0, "a": {"b": 3}, "l": ["y", "z"]}"#,
+                Some("n")
+            ),
+            Ok(Selection::Route(2))
+        );
+        let err = select(&plan, r#"{"a.b": 0, "a": {"b": 3}}"#, Some("n")).unwrap_err();
+        assert!(err.starts_with("route 2:"), "{err}");
+        assert!(Plan::new([None, Some("(")], 0)
+            .err()
+            .unwrap()
+            .starts_with("route 1: invalid"));
+    }
+}
