@@ -60,7 +60,9 @@ async def test_example_end_to_end(name: str, backbone: tuple[str, str]) -> None:
     checked = check_file(WORKFLOWS / f"{name}.yaml", {})
     assert checked.ok, [d.format() for d in checked.diagnostics]
     assert [d for d in checked.diagnostics] == []  # the examples are warning-free too
-    app = build_app(checked, broker=url, topic_prefix=prefix)
+    # A per-test in-memory store: the examples use fixed ids, and durable stores (NATS KV, the
+    # SQLite default on Kafka) would remember them from an earlier run on the same broker.
+    app = build_app(checked, broker=url, store="memory://", topic_prefix=prefix)
     payloads = read_inputs({input_topic: WORKFLOWS / f"{name}.jsonl"})
     await drive(app, payloads, until_idle=True, topic_prefix=prefix)
     got = {
