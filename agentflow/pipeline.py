@@ -41,6 +41,10 @@ ROUTE_ERROR = "route-error"
 # A key held by another worker is retried after this long (the other worker may still finish).
 BUSY_DELAY = 1.0
 
+# What MessagePlan.decode(_batch) gives for one delivery: (message_id, key, attempt,
+# correlation_id), or the ValueError/TypeError of garbled headers.
+Decoded = tuple[str | None, str | None, int | None, str | None] | ValueError | TypeError
+
 
 class _Running:
     """One handler call under a deadline."""
@@ -151,12 +155,17 @@ class Processor:
             self.native_key = False
 
     async def process(
-        self, d: Delivery, task: asyncio.Task[Any] | None = None, deadlines: Deadlines | None = None
+        self,
+        d: Delivery,
+        task: asyncio.Task[Any] | None = None,
+        deadlines: Deadlines | None = None,
+        decoded: Decoded | None = None,
     ) -> None:
         """Handle one delivery to completion: ack, nak or dead-letter.
 
         ``task`` (the task running this) and ``deadlines`` let a worker enforce the handler
         timeout without a timer per call; without them ``asyncio.timeout`` is used.
+        ``decoded`` is the envelope when the worker decoded it already (per batch).
         """
         stats = self.stats
         stats.received += 1
@@ -164,10 +173,14 @@ class Processor:
         attempt = max(d.delivery_count, 1)
         claim_key: str | None = None
         try:
-            try:
-                env_id, env_key, _, env_correlation = self.plan.decode(d.headers)
-            except (ValueError, TypeError) as exc:
-                raise _DeadLetter(INVALID_HEADERS, exc) from exc
+            if decoded is None:
+                try:
+                    decoded = self.plan.decode(d.headers)
+                except (ValueError, TypeError) as exc:
+                    decoded = exc
+            if isinstance(decoded, ValueError | TypeError):
+                raise _DeadLetter(INVALID_HEADERS, decoded)
+            env_id, env_key, _, env_correlation = decoded
             message_id = env_id or d.fallback_id
             key = d.key if d.key is not None else env_key
             try:

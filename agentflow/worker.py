@@ -22,7 +22,7 @@ from collections import deque
 from agentflow.agent import AgentSpec
 from agentflow.brokers.base import Broker, Delivery, Subscription
 from agentflow.idempotency.base import IdempotencyStore
-from agentflow.pipeline import Deadlines, Processor
+from agentflow.pipeline import Deadlines, Decoded, Processor
 from agentflow.stats import AgentStats
 
 log = logging.getLogger("agentflow.worker")
@@ -63,10 +63,10 @@ class AgentWorker:
         self.processor = Processor(spec, broker, store, stats, self.ack_wait)
         self._sub: Subscription | None = None
         self._held: set[Delivery] = set()
-        # Runnable deliveries (keyless, or first of their key), with their key.
-        self._ready: deque[tuple[Delivery, str | None]] = deque()
+        # Runnable deliveries (keyless, or first of their key), with their key and envelope.
+        self._ready: deque[tuple[Delivery, str | None, Decoded]] = deque()
         # Busy keys -> deliveries of that key waiting for the one running (or queued) now.
-        self._lanes: dict[str, deque[Delivery]] = {}
+        self._lanes: dict[str, deque[tuple[Delivery, Decoded]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._deadlines: Deadlines | None = None
         # Runner tasks still looping (counted down as they leave the loop, before they end).
@@ -119,10 +119,10 @@ class AgentWorker:
                 )
                 await asyncio.wait(pending, timeout=5.0)
         # Deliveries that never started stay un-acked: closing the subscription hands them back.
-        for d, _ in self._ready:
+        for d, _, _ in self._ready:
             self._done(d)
         for lane in self._lanes.values():
-            for d in lane:
+            for d, _ in lane:
                 self._done(d)
         self._ready.clear()
         self._lanes.clear()
@@ -149,20 +149,24 @@ class AgentWorker:
                 log.warning("agent %s: fetch failed (%s); retrying", self.spec.name, exc)
                 await asyncio.sleep(0.5)
                 continue
-            for delivery in batch:
-                self._dispatch(delivery)
+            # One native call decodes the whole batch's envelopes.
+            envelopes = self.processor.plan.decode_batch([d.headers for d in batch])
+            for delivery, env in zip(batch, envelopes, strict=True):
+                self._dispatch(delivery, env)
 
-    def _dispatch(self, d: Delivery) -> None:
+    def _dispatch(self, d: Delivery, env: Decoded) -> None:
         self._held.add(d)
         self.stats.in_flight = len(self._held)
-        key = d.key if d.key is not None else d.headers.get("af-key")
+        key = d.key
+        if key is None and isinstance(env, tuple):
+            key = env[1]  # af-key
         if key is not None:
             lane = self._lanes.get(key)
             if lane is not None:
-                lane.append(d)  # same key already running or queued: wait behind it, in order
+                lane.append((d, env))  # same key running or queued: wait behind it, in order
                 return
             self._lanes[key] = deque()
-        self._ready.append((d, key))
+        self._ready.append((d, key, env))
         self._wake()
 
     def _wake(self) -> None:
@@ -195,11 +199,11 @@ class AgentWorker:
         ready = self._ready
         try:
             while ready and not self._stopping:
-                d, key = ready.popleft()
+                d, key, env = ready.popleft()
                 if ready:
                     self._wake()  # more waiting: maybe another runner, if this one waits
                 try:
-                    await process(d, task, deadlines)
+                    await process(d, task, deadlines, env)
                 except Exception:
                     log.exception(
                         "agent %s: unexpected error processing a message", self.spec.name
@@ -217,7 +221,8 @@ class AgentWorker:
         """The message of ``key`` finished: queue the next one of that key, if any."""
         lane = self._lanes.get(key)
         if lane:
-            self._ready.append((lane.popleft(), key))
+            d, env = lane.popleft()
+            self._ready.append((d, key, env))
         else:
             self._lanes.pop(key, None)
 
