@@ -100,6 +100,7 @@ class KafkaSubscription(Subscription):
         self._deadlines: list[tuple[float, int, KafkaDelivery]] = []
         self._seq = itertools.count()
         self._changed = asyncio.Event()
+        self._room = asyncio.Event()
         self._closed = False
         self._rotate = 0
         self._next_commit = time.monotonic() + self.settings.commit_interval
@@ -178,10 +179,9 @@ class KafkaSubscription(Subscription):
         due = not_before_ms(decode_headers(head))
         return due if due > now_ms else None
 
-    def _apply_pauses(self) -> float:
+    def _apply_pauses(self, full: bool) -> float:
         """Pause full or not-yet-due partitions, resume the rest; return seconds to next due."""
         now_ms = time.time_ns() // 1_000_000
-        full = self._outstanding() >= self.max_in_flight
         wait = POLL_MS / 1000
         want: set[Any] = set()
         for tp, part in self.parts.items():
@@ -206,26 +206,21 @@ class KafkaSubscription(Subscription):
     async def _poll_loop(self) -> None:
         while not self._closed:
             try:
-                wait = self._apply_pauses()
+                if self._outstanding() >= self.max_in_flight:
+                    await self._wait_for_room()
+                    continue
+                wait = self._apply_pauses(full=False)
                 room = max(self.max_in_flight - self._outstanding(), 1)
                 started = time.monotonic()
                 batch = await self.consumer.getmany(
                     timeout_ms=max(int(wait * 1000), 1), max_records=room
                 )
-                for tp, records in batch.items():
-                    part = self.parts.get(tp)
-                    if part is not None and part.live and not part.revoking:
-                        part.buffer.extend(records)
-                if batch:
-                    self._changed.set()
-                elif time.monotonic() - started < wait / 2:
+                self._buffer(batch)
+                if not batch and time.monotonic() - started < wait / 2:
                     # getmany can return at once without suspending (no assignment yet, a
                     # broker gone): sleep, or this loop would starve the event loop.
                     await asyncio.sleep(wait)
-                self._expire()
-                if time.monotonic() >= self._next_commit:
-                    self._next_commit = time.monotonic() + self.settings.commit_interval
-                    await self._commit(list(self.parts.values()))
+                await self._housekeeping()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -233,6 +228,32 @@ class KafkaSubscription(Subscription):
                     return
                 log.warning("group %s: poll failed (%s); retrying", self.group, exc)
                 await asyncio.sleep(_ERROR_BACKOFF)
+
+    async def _wait_for_room(self) -> None:
+        """Full: wait for an ack; still full after a poll interval, pause and poll anyway."""
+        self._room.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._room.wait(), POLL_MS / 1000)
+        if self._outstanding() >= self.max_in_flight:
+            # Long handlers: everything paused, but getmany keeps the member in the group
+            # (max_poll_interval) while nothing new is fetched.
+            self._apply_pauses(full=True)
+            self._buffer(await self.consumer.getmany(timeout_ms=1, max_records=1))
+        await self._housekeeping()
+
+    def _buffer(self, batch: dict[Any, list[Any]]) -> None:
+        for tp, records in batch.items():
+            part = self.parts.get(tp)
+            if part is not None and part.live and not part.revoking:
+                part.buffer.extend(records)
+        if batch:
+            self._changed.set()
+
+    async def _housekeeping(self) -> None:
+        self._expire()
+        if time.monotonic() >= self._next_commit:
+            self._next_commit = time.monotonic() + self.settings.commit_interval
+            await self._commit(list(self.parts.values()))
 
     def _expire(self) -> None:
         """Hand out again deliveries that outlived ``ack_wait`` without news."""
@@ -380,6 +401,7 @@ class KafkaSubscription(Subscription):
         if part.tracker is not None and part.tracker.done(d.offset):
             part.dirty = True
         self._changed.set()
+        self._room.set()
 
     def finish(self, d: KafkaDelivery, *, acked: bool) -> None:
         """Ack or term: the offset is done (a no-op for stale or finished deliveries)."""

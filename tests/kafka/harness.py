@@ -154,11 +154,14 @@ class PrivateKafka:
         log4j = f"-Dlog4j2.configurationFile={self.dir}/log4j2.properties"
         self._java = ["java", "-Xmx512m", log4j]
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        subprocess.run(
+        formatted = subprocess.run(
             [*self._java, "-cp", self.classpath, "kafka.tools.StorageTool", "format",
              "--standalone", "-t", cluster_id, "-c", str(config)],
-            check=True, capture_output=True, timeout=120,
+            capture_output=True, timeout=120,
         )  # fmt: skip
+        if formatted.returncode != 0:
+            output = (formatted.stdout + formatted.stderr).decode(errors="replace")[-2000:]
+            raise AssertionError(f"formatting the private Kafka failed:\n{output}")
 
     def launch(self) -> None:
         """Start the broker process (see :meth:`start`)."""
