@@ -108,7 +108,7 @@ def kafka_libs() -> Path | None:
 class PrivateKafka:
     """A single-node KRaft broker of our own (so a test may stop and restart it)."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, *, sasl: bool = False) -> None:
         libs = kafka_libs()
         if libs is None:
             msg = "Kafka jars not fetched yet (scripts/services.sh start kafka fetches them)"
@@ -118,8 +118,25 @@ class PrivateKafka:
         self.classpath = f"{libs}/*"
         self.dir = tmp / "kafka"
         self.dir.mkdir()
-        self.port, self.controller = free_port(), free_port()
+        self.port, self.controller, self.sasl_port = free_port(), free_port(), free_port()
         self.url = f"kafka://127.0.0.1:{self.port}"
+        # With sasl=True: PLAIN user alice/alice-secret and SCRAM-SHA-256 user bob/bob-secret on
+        # a SASL_PLAINTEXT listener at sasl_port (the brokers talk PLAINTEXT among themselves).
+        listeners = [f"PLAINTEXT://127.0.0.1:{self.port}"]
+        protocols = "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+        extra: list[str] = []
+        if sasl:
+            listeners.append(f"SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}")
+            protocols += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+            prefix = "listener.name.sasl_plaintext"
+            extra = [
+                "inter.broker.listener.name=PLAINTEXT",
+                "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256",
+                f"{prefix}.plain.sasl.jaas.config=org.apache.kafka.common.security.plain."
+                'PlainLoginModule required user_alice="alice-secret";',
+                f"{prefix}.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security."
+                "scram.ScramLoginModule required;",
+            ]
         self.proc: subprocess.Popen[bytes] | None = None
         config = self.dir / "server.properties"
         config.write_text(
@@ -128,11 +145,13 @@ class PrivateKafka:
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller}",
-                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
-                    f"CONTROLLER://127.0.0.1:{self.controller}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    "listeners="
+                    + ",".join(listeners)
+                    + f",CONTROLLER://127.0.0.1:{self.controller}",
+                    "advertised.listeners=" + ",".join(listeners),
                     "controller.listener.names=CONTROLLER",
-                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                    f"listener.security.protocol.map={protocols}",
+                    *extra,
                     f"log.dir={self.dir / 'data'}",
                     "auto.create.topics.enable=false",
                     "offsets.topic.replication.factor=1",
@@ -156,7 +175,8 @@ class PrivateKafka:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         formatted = subprocess.run(
             [*self._java, "-cp", self.classpath, "kafka.tools.StorageTool", "format",
-             "--standalone", "-t", cluster_id, "-c", str(config)],
+             "--standalone", "-t", cluster_id, "-c", str(config),
+             *(["--add-scram", "SCRAM-SHA-256=[name=bob,password=bob-secret]"] if sasl else [])],
             capture_output=True, timeout=120,
         )  # fmt: skip
         if formatted.returncode != 0:
