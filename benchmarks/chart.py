@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
-from benchmarks.report import Stat, Summary
+from benchmarks.report import Stat, Summary, floor_p99
 
 COLORS = {"nats": "#3b7dd8", "kafka": "#e07b39"}
 PANELS: tuple[tuple[str, str, bool], ...] = (
@@ -76,6 +76,23 @@ def draw(datasets: list[dict[str, Any]], summaries: list[list[Summary]], path: P
                     ha="center",
                     fontsize=8,
                 )
+        if key == "p99-fixed":
+            for data in datasets:
+                floor = floor_p99(data)
+                if floor == floor:  # not NaN
+                    color = COLORS.get(data["broker"], "grey")
+                    ax.axhline(floor, color=color, ls="--", lw=1)
+                    ax.annotate(
+                        f"{data['broker']} floor (no contender) {floor:.1f} ms",
+                        (-0.45, floor),
+                        textcoords="offset points",
+                        xytext=(0, 2),
+                        ha="left",
+                        fontsize=7,
+                        color=color,
+                        zorder=5,
+                        bbox={"facecolor": "white", "alpha": 0.85, "linewidth": 0, "pad": 1},
+                    )
         ax.set_title(title, fontsize=10)
         ax.set_xticks(range(len(names)), names, fontsize=9)
         if log:
