@@ -254,18 +254,22 @@ class Processor:
             except TimeoutError as exc:
                 raise self._timeout_error() from exc
         call = deadlines.start(task)
+        consumed = False  # whether our cancellation request was taken back
         try:
-            result = await self._call(value, ctx)
+            return await self._call(value, ctx)
         except asyncio.CancelledError:
-            # Our own cancellation (and nobody else's) means the deadline passed.
-            if call.expired and task.uncancel() == 0:
-                raise self._timeout_error() from None
+            if call.expired:
+                consumed = True
+                if task.uncancel() == 0:
+                    # Our own cancellation, and nobody else's: the deadline passed.
+                    raise self._timeout_error() from None
             raise
         finally:
             deadlines.finish(call)
-        if call.expired:
-            task.uncancel()  # the handler swallowed the cancellation and returned anyway
-        return result
+            if call.expired and not consumed:
+                # The handler swallowed the cancellation (returned or raised something
+                # else): take the request back so later awaits of this task are not hit.
+                task.uncancel()
 
     def _timeout_error(self) -> TimeoutError:
         return TimeoutError(
