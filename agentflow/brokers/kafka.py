@@ -134,17 +134,25 @@ class KafkaBroker(Broker):
             names.extend(companions(topic, len(self.settings.retry_delays)))
         await self.ensure_known(names)
 
-    async def ensure_known(self, names: Sequence[str]) -> None:
-        """Create whichever of ``names`` this broker has not seen yet (no companions)."""
+    async def ensure_known(self, names: Sequence[str]) -> list[str]:
+        """Create whichever of ``names`` do not exist yet (no companions); return those."""
         admin = self._require()
         if all(n in admin.known for n in names):
-            return
+            return []
         from aiokafka.errors import KafkaError
 
         try:
-            await admin.ensure(names)
+            created = await admin.ensure(names)
         except KafkaError as exc:
             raise BrokerError(f"cannot create Kafka topics {list(names)}: {exc}") from exc
+        if created:
+            for sub in self._subs:
+                sub.poke()  # a wildcard of ours may match a new topic: no need to wait
+        return created
+
+    def companions_of(self, topic: str) -> list[str]:
+        """The retry tiers of ``topic`` and, unless it is a companion itself, its DLQ."""
+        return [*self._tiers(topic), *([] if is_companion(topic) else [dlq_topic(topic)])]
 
     def _tiers(self, topic: str) -> list[str]:
         return [retry_topic(topic, n) for n in range(1, len(self.settings.retry_delays) + 1)]
@@ -186,15 +194,10 @@ class KafkaBroker(Broker):
             matcher = re.compile(regex)
             existing = await self.admin.list_topics()
             bases = [t for t in existing if matcher.match(t) and split_retry_topic(t) is None]
-            names = [n for t in bases for n in self._tiers(t)]
-            names += [dlq_topic(t) for t in bases if not is_companion(t)]
-            await self.ensure_known(names)
+            await self.ensure_known([n for t in bases for n in self.companions_of(t)])
         else:
             validate_topic(pattern)
-            names = [pattern, *self._tiers(pattern)]
-            if not is_companion(pattern):
-                names.append(dlq_topic(pattern))
-            await self.ensure_known(names)
+            await self.ensure_known([pattern, *self.companions_of(pattern)])
         s = self.settings
         consumer = AIOKafkaConsumer(
             **s.client_kwargs(),
@@ -219,6 +222,7 @@ class KafkaBroker(Broker):
             max_in_flight=max_in_flight,
             max_deliver=max_deliver,
         )
+        sub.wildcard = is_wildcard(pattern)
         if is_wildcard(pattern):
             consumer.subscribe(pattern=pattern_regex(pattern), listener=sub.listener())
         else:

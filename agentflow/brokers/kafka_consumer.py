@@ -6,17 +6,16 @@ while the head of a retry tier is not due yet), commits periodically, and keeps 
 long handlers so the member is never dropped for ``max_poll_interval``. ``fetch`` hands out
 buffered records in partition order and first writes the attempt record for them.
 
-Commits: per partition, the lowest offset not done yet (kafka_offsets), with the attempt
-record (kafka_attempts) as commit metadata; records an earlier owner received but never
-finished (it crashed or timed out) are handed out one at a time, so a crash loop raises the
-count of the killer only; periodically, once per fetched batch, when
-partitions are revoked (after draining the deliveries the runtime holds, up to
-``drain_timeout``) and on close. After a rebalance, deliveries of revoked partitions are
-stale: acking them does nothing and the new owner gets them again.
+Commits: per partition, the lowest offset not done yet (kafka_offsets) with the attempt record
+(kafka_attempts) as metadata: periodically, per fetched batch, after a nak or term, when
+partitions are revoked (after draining what the runtime holds, up to ``drain_timeout``) and
+on close. Records an earlier owner got but never finished go out one at a time, so a crash
+loop counts against the killer only. Deliveries of revoked partitions are stale: their ack
+does nothing and the new owner gets them again.
 
 ``ack_wait``: Kafka has no ack deadline, so the subscription keeps one: a delivery neither
-finished nor extended (``in_progress``) within ``ack_wait`` is handed out again by this
-subscription with ``delivery_count + 1``; a late ack of the old delivery still counts.
+finished nor extended (``in_progress``) within ``ack_wait`` is handed out again with
+``delivery_count + 1``; a late ack of the old delivery still counts.
 """
 
 from __future__ import annotations
@@ -32,9 +31,10 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from agentflow.brokers.base import BrokerError, Delivery, Subscription
-from agentflow.brokers.kafka_attempts import DONE, decode, encode
+from agentflow.brokers.kafka_attempts import DONE, decode
 from agentflow.brokers.kafka_config import KafkaSettings
 from agentflow.brokers.kafka_delivery import KafkaDelivery, Part, decode_headers
+from agentflow.brokers.kafka_group import COMMIT_TIMEOUT, commit_parts, rebalance_listener
 from agentflow.brokers.kafka_offsets import PartitionTracker
 from agentflow.brokers.kafka_producer import RecentIds, encode_headers
 from agentflow.brokers.kafka_retry import (
@@ -45,7 +45,7 @@ from agentflow.brokers.kafka_retry import (
     not_before_ms,
     retry_headers,
 )
-from agentflow.brokers.kafka_topics import retry_topic
+from agentflow.brokers.kafka_topics import retry_topic, split_retry_topic
 
 if TYPE_CHECKING:
     from agentflow.brokers.kafka import KafkaBroker
@@ -55,23 +55,7 @@ log = logging.getLogger("agentflow.kafka")
 __all__ = ["KafkaSubscription"]
 
 POLL_MS = 200
-COMMIT_TIMEOUT = 10.0
 _ERROR_BACKOFF = 0.5
-
-
-def _listener(sub: KafkaSubscription) -> Any:
-    from aiokafka.abc import ConsumerRebalanceListener
-
-    class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-        """Forwards rebalance callbacks; takes no lock the poll loop could hold."""
-
-        async def on_partitions_revoked(self, revoked: Any) -> None:
-            await sub.on_revoked(revoked)
-
-        async def on_partitions_assigned(self, assigned: Any) -> None:
-            await sub.on_assigned(assigned)
-
-    return Listener()
 
 
 class KafkaSubscription(Subscription):
@@ -105,10 +89,11 @@ class KafkaSubscription(Subscription):
         self._rotate = 0
         self._next_commit = time.monotonic() + self.settings.commit_interval
         self._task: asyncio.Task[None] | None = None
+        self.wildcard = False
 
     def listener(self) -> Any:
         """The ConsumerRebalanceListener to subscribe with."""
-        return _listener(self)
+        return rebalance_listener(self.on_revoked, self.on_assigned)
 
     def start(self) -> None:
         """Start the background poll loop."""
@@ -131,12 +116,31 @@ class KafkaSubscription(Subscription):
                 "group %s: cannot read attempt records (%s); counting anew", self.group, exc
             )
             committed = {}
+        await self._companions(fresh)
         for tp in fresh:
             meta = committed.get(tp)
             offset = meta.offset if meta is not None and meta.offset >= 0 else None
             prior = decode(meta.metadata, offset) if meta is not None and offset is not None else []
             self.parts[tp].tracker = PartitionTracker(offset, prior)
         self._changed.set()
+
+    async def _companions(self, tps: list[Any]) -> None:
+        """A wildcard matched a new topic: create its retry tiers and DLQ, then look again."""
+        names = [
+            n
+            for topic in {tp.topic for tp in tps if split_retry_topic(tp.topic) is None}
+            for n in self.broker.companions_of(topic)
+        ]
+        try:
+            await self.broker.ensure_known(names)  # pokes us when it created any
+        except Exception as exc:  # the next nak creates the tier it needs anyway
+            log.warning("group %s: cannot create companion topics (%s)", self.group, exc)
+
+    def poke(self) -> None:
+        """Topics were created: a wildcard subscription re-matches its pattern now."""
+        if self.wildcard and not self._closed:
+            # aiokafka matches patterns on metadata refreshes only (metadata_max_age_ms).
+            self.consumer._client.force_metadata_update()
 
     async def on_revoked(self, revoked: Iterable[Any]) -> None:
         """Partitions leave: drain what the runtime holds (bounded), commit, go stale."""
@@ -156,9 +160,8 @@ class KafkaSubscription(Subscription):
                     self.settings.drain_timeout,
                 )
                 break
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), left)
+            # Polling (rare, short) instead of sharing an event that fetch() also waits on.
+            await asyncio.sleep(min(left, 0.05))
         await self._commit(parts, force=True)
         for part in parts:
             part.live = False
@@ -450,36 +453,7 @@ class KafkaSubscription(Subscription):
     async def _commit(
         self, parts: Iterable[Part], *, force: bool = False, timeout: float = COMMIT_TIMEOUT
     ) -> None:
-        from aiokafka.errors import OffsetMetadataTooLargeError
-
-        offsets: dict[Any, tuple[int, str]] = {}
-        chosen: list[Part] = []
-        for part in parts:
-            tracker = part.tracker
-            if tracker is None or not part.live or not (part.dirty or force):
-                continue
-            offset = tracker.commit_offset()
-            if offset is None:
-                continue
-            offsets[part.tp] = (offset, encode(offset, tracker.runs()))
-            part.dirty = False
-            chosen.append(part)
-        if not offsets:
-            return
-        try:
-            try:
-                # aiokafka retries a commit for as long as the coordinator is unknown (broker
-                # down): bound it, a later commit carries the same state.
-                await asyncio.wait_for(self.consumer.commit(offsets), timeout)
-            except OffsetMetadataTooLargeError:
-                log.warning(
-                    "group %s: cluster refuses attempt records; committing without", self.group
-                )
-                await self.consumer.commit({tp: (o, "") for tp, (o, _) in offsets.items()})
-        except Exception as exc:
-            for part in chosen:
-                part.dirty = True
-            log.warning("group %s: commit failed (%s); will retry", self.group, exc)
+        await commit_parts(self.consumer, self.group, parts, force=force, timeout=timeout)
 
     async def close(self) -> None:
         """Commit what is done, hand back the rest, leave the group."""

@@ -385,6 +385,26 @@ async def test_wildcards_consume_matching_topics_and_their_retries(kafka_url: st
         await broker.close()
 
 
+async def test_a_wildcard_picks_up_a_topic_created_after_it_subscribed(kafka_url: str) -> None:
+    broker = await connected(fast(kafka_url))
+    base, group = name(), name("g")
+    try:
+        await broker.ensure_topics([f"{base}.first"])
+        sub = await broker.subscribe(
+            f"{base}.>", group, ack_wait=30, max_in_flight=10, max_deliver=9
+        )
+        await broker.publish([OutMessage(f"{base}.later.x", b"new", {"af-id": "N"}, "k")])
+        got = (await fetch_n(sub, 1, timeout=30))[0]
+        assert got.topic == f"{base}.later.x"
+        await got.nak(0.1)  # its retry tier was created when the topic was assigned
+        again = (await fetch_n(sub, 1, timeout=30))[0]
+        assert (again.topic, again.delivery_count) == (f"{base}.later.x", 2)
+        await again.ack()
+        await sub.close()
+    finally:
+        await broker.close()
+
+
 async def test_a_group_skips_a_message_id_it_already_acknowledged(kafka_url: str) -> None:
     topic, group = name(), name("g")
     first, second = await connected(fast(kafka_url)), await connected(fast(kafka_url))
