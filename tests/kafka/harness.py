@@ -100,7 +100,9 @@ def kafka_libs() -> Path | None:
     """The jar directory scripts/services.sh fetched for the pinned Kafka version."""
     pom = (REPO / "deploy/kafka/pom.xml").read_text()
     version = re.search(r"<kafka.version>(.*?)</kafka.version>", pom)
-    cache = Path(os.environ.get("AGENTFLOW_CACHE_DIR", Path.home() / ".cache/agentflow"))
+    # The same place scripts/services.sh caches them.
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    cache = Path(os.environ.get("AGENTFLOW_CACHE_DIR") or Path(xdg) / "agentflow")
     libs = cache / f"kafka-{version.group(1) if version else '?'}" / "libs"
     return libs if any(libs.glob("kafka_2.13-*.jar")) else None
 
