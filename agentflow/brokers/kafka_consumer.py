@@ -9,8 +9,8 @@ buffered records in partition order and first writes the attempt record for them
 Commits: per partition, the lowest offset not done yet (kafka_offsets) with the attempt record
 (kafka_attempts) as metadata: periodically, per fetched batch, after a nak or term, when
 partitions are revoked (after draining what the runtime holds, up to ``drain_timeout``) and
-on close. Records an earlier owner got but never finished go out one at a time, so a crash
-loop counts against the killer only. Deliveries of revoked partitions are stale: their ack
+on close. Records an earlier owner got but never finished run alone, one at a time, so a
+crash loop counts against the killer only. Deliveries of revoked partitions are stale: their ack
 does nothing and the new owner gets them again.
 
 ``ack_wait``: Kafka has no ack deadline, so the subscription keeps one: a delivery neither
@@ -81,6 +81,7 @@ class KafkaSubscription(Subscription):
         self.parts: dict[Any, Part] = {}
         self.acked_ids = RecentIds(self.settings.dedup_window)
         self._redeliver: deque[KafkaDelivery] = deque()
+        self._suspects: set[KafkaDelivery] = set()
         self._deadlines: list[tuple[float, int, KafkaDelivery]] = []
         self._seq = itertools.count()
         self._changed = asyncio.Event()
@@ -276,6 +277,8 @@ class KafkaSubscription(Subscription):
             part.tracker.handed_out_again(d.offset)
             part.dirty = True
             again = KafkaDelivery(self, part, d.record, d.raw_headers, count)
+            if d in self._suspects:
+                self._suspects.add(again)
             part.current[d.offset] = again
             self._redeliver.append(again)
             self._changed.set()
@@ -288,8 +291,9 @@ class KafkaSubscription(Subscription):
             self._expire()
             out, wait = self._take(max(max_messages, 1))
             if out:
-                # The attempt record: written before any handler can start (and crash).
-                await self._commit({d.part.tp: d.part for d in out}.values(), force=True)
+                # The attempt record (with what finished elsewhere since the last commit):
+                # written before any handler can start, and crash.
+                await self._commit(list(self.parts.values()))
                 ready = [d for d in out if d.part.live and not d.part.revoking]
                 for d in ready:
                     d.returned = True
@@ -316,31 +320,44 @@ class KafkaSubscription(Subscription):
             out.append(d)
         now_ms = time.time_ns() // 1_000_000
         wait = POLL_MS / 1000
+        self._suspects = {d for d in self._suspects if not d.finished and not d.stale}
+        alone = bool(self._suspects)  # a suspect is running: it runs alone
         parts = [p for p in self.parts.values() if p.tracker is not None and not p.revoking]
+        busy = sum(p.tracker.in_flight for p in parts if p.tracker is not None)
         if parts:
             self._rotate = (self._rotate + 1) % len(parts)
             parts = parts[self._rotate :] + parts[: self._rotate]
         for part in parts:
             tracker = part.tracker
             assert tracker is not None
-            taken = 0
             while part.buffer and len(out) < limit:
+                state = tracker.prior_state(part.buffer[0].offset)
+                if state == DONE:
+                    self._admit(part, part.buffer.popleft())  # finished before: skipped
+                    continue
+                if alone:
+                    break
                 due = self._not_due(part, now_ms)
                 if due is not None:
                     wait = min(wait, (due - now_ms) / 1000)
                     break
-                # A record an earlier owner got but never finished may be what killed it:
-                # such suspects go out one at a time, alone in their partition, so the next
-                # crash counts against the killer only, not its whole batch.
-                suspect = tracker.prior_state(part.buffer[0].offset) > 0
-                if suspect and (taken or tracker.in_flight):
-                    break
+                if state == 0:
+                    admitted = self._admit(part, part.buffer.popleft())
+                    if admitted is not None:
+                        out.append(admitted)
+                        busy += 1
+                    continue
+                # A record an earlier owner got but never finished may be what killed it. It
+                # runs alone in this member, once everything else is done, so the next crash
+                # counts against the killer only, not against whatever shared its batch or
+                # ran beside it.
+                if busy:
+                    return out, min(wait, 0.05)
                 admitted = self._admit(part, part.buffer.popleft())
                 if admitted is not None:
+                    self._suspects.add(admitted)
                     out.append(admitted)
-                    taken += 1
-                    if suspect:
-                        break
+                    return out, wait
         return out, max(wait, 0.001)
 
     def _admit(self, part: Part, record: Any) -> KafkaDelivery | None:

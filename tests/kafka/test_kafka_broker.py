@@ -292,7 +292,7 @@ async def test_attempt_record_counts_deliveries_that_killed_the_worker(kafka_url
         counts = []
         for _ in range(3):
             d = (await fetch_n(sub, 1, timeout=30))[0]
-            assert await sub.fetch(10, 0.3) == [], "a suspect is alone in its partition"
+            assert await sub.fetch(10, 0.3) == [], "a suspect runs alone"
             counts.append((d.payload, d.delivery_count))
             await d.ack()
         assert counts == [(b"m0", 4), (b"m1", 2), (b"m2", 2)]

@@ -178,7 +178,7 @@ async def test_chaos_sigkill_workers_exact_effects_and_dlq(
         # A SIGKILL in the instant between a dead letter's publish and its commit writes it
         # twice (at-least-once; DLQ readers dedupe by af-id): that instant is milliseconds.
         assert len(dead) - len(set(dead)) <= 1, f"{len(dead)} DLQ records"
-        assert elapsed < 150
+        assert elapsed < 120, f"chaos took {elapsed:.0f}s"
     finally:
         stop.set()
         await producer.stop()
