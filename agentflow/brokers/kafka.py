@@ -75,7 +75,7 @@ class KafkaBroker(Broker):
             return
         try:
             await asyncio.wait_for(self._connect(), self.settings.connect_timeout)
-        except (TimeoutError, OSError, Exception) as exc:
+        except Exception as exc:  # aiokafka raises its own errors, OSError and timeouts
             await self._disconnect()
             if isinstance(exc, TimeoutError):
                 why = f"no answer within {self.settings.connect_timeout:g}s"
