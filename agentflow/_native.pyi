@@ -181,7 +181,20 @@ class MessagePlan:
         routes: Sequence[str | None] | None = None,
         key_path: str | None = None,
         cache_size: int = 1024,
-    ) -> Self: ...
+        fast_path: bool = True,
+    ) -> Self:
+        """``fast_path``: conditions in the common CEL subset (member access, literals,
+        comparisons, ``&&``/``||``/``!``, ``in``, ``size``, ``has``, string tests) are
+        evaluated by a specialised evaluator over the raw JSON, falling back to the ``cel``
+        interpreter whenever it cannot decide (errors come from the interpreter); off, every
+        condition is interpreted.
+        """
+    @property
+    def fast_routes(self) -> int:
+        """How many conditions the fast evaluator covers (0 with ``fast_path=False``)."""
+    @property
+    def fast_decisions(self) -> int:
+        """Condition evaluations the fast evaluator decided so far (no interpreter)."""
     def decode(
         self, headers: Mapping[str, str | bytes] | Sequence[tuple[str, bytes]]
     ) -> _DecodedHeaders:

@@ -12,8 +12,11 @@ benchmark checks that they agree on every message before timing:
   decode), strict integer checks, the five conditions as precompiled lambdas, ``dict.get`` for
   the key.
 - native: ``MessagePlan.process`` (one call per message) and ``process_batch`` (one call per
-  64 messages), with the decision cache on (default) and off (every condition evaluated by
-  the CEL interpreter).
+  64 messages), with the fast CEL evaluator (default; ``rust_ext/src/fast.rs``) and with it
+  off (``fast_path=False``: every condition interpreted by the ``cel`` crate, behind the
+  decision cache, or with the cache off too).
+- floor: ``MessagePlan().process`` with no routes and no key path (header decode, the call and
+  the result tuple only): what any per-message native call costs here, before any routing.
 
 Numbers are ns per message (best of R rounds over all messages), and the ratio Python/native
 from the same run. Not a timed test: run it by hand and compare.
@@ -145,11 +148,13 @@ def main() -> None:
     args = parser.parse_args()
 
     messages = make_messages(args.messages)
-    cached = n.MessagePlan(ROUTES, key_path=KEY_PATH)
-    uncached = n.MessagePlan(ROUTES, key_path=KEY_PATH, cache_size=0)
+    fast = n.MessagePlan(ROUTES, key_path=KEY_PATH)
+    cached = n.MessagePlan(ROUTES, key_path=KEY_PATH, fast_path=False)
+    uncached = n.MessagePlan(ROUTES, key_path=KEY_PATH, cache_size=0, fast_path=False)
+    floor = n.MessagePlan()
     for msg in messages:
         want = py_process(*msg)
-        for plan in (cached, uncached):
+        for plan in (fast, cached, uncached):
             got = plan.process(*msg)
             if got != want:
                 raise SystemExit(f"native and Python disagree on {msg}: {got} != {want}")
@@ -179,10 +184,13 @@ def main() -> None:
     count, rounds = len(messages), args.rounds
     results = {
         "python": best_ns(python_loop, count, rounds),
-        "native": best_ns(per_message(cached), count, rounds),
-        "native_batch": best_ns(batched(cached), count, rounds),
-        "native_nocache": best_ns(per_message(uncached), count, rounds),
-        "native_batch_nocache": best_ns(batched(uncached), count, rounds),
+        "native": best_ns(per_message(fast), count, rounds),
+        "native_batch": best_ns(batched(fast), count, rounds),
+        "interpreted_cache": best_ns(per_message(cached), count, rounds),
+        "interpreted_batch_cache": best_ns(batched(cached), count, rounds),
+        "interpreted_nocache": best_ns(per_message(uncached), count, rounds),
+        "floor_no_routes": best_ns(per_message(floor), count, rounds),
+        "floor_batch_no_routes": best_ns(batched(floor), count, rounds),
     }
     if args.json:
         print(json.dumps({"ns_per_message": results, "route_spread": spread}))

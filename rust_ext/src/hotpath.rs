@@ -297,11 +297,12 @@ fn is_input_error(py: Python<'_>, e: &PyErr) -> bool {
 #[pymethods]
 impl MessagePlan {
     #[new]
-    #[pyo3(signature = (routes=None, key_path=None, cache_size=1024))]
+    #[pyo3(signature = (routes=None, key_path=None, cache_size=1024, fast_path=true))]
     fn new(
         routes: Option<&Bound<'_, PyAny>>,
         key_path: Option<&str>,
         cache_size: usize,
+        fast_path: bool,
     ) -> PyResult<Self> {
         let conditions = match routes {
             Some(r) => crate::router::conditions_from_py(r)?,
@@ -331,7 +332,8 @@ impl MessagePlan {
             .collect::<Result<Vec<_>, _>>()
             .map_err(PyValueError::new_err)?;
         let first: Vec<String> = key_path.iter().map(|p| p[0].clone()).collect();
-        let plan = Plan::with_fields(compiled, cache_size, &first);
+        let mut plan = Plan::with_fields(compiled, cache_size, &first);
+        plan.set_fast(fast_path);
         let key_slot = first.first().and_then(|f| plan.field_slot(f));
         Ok(MessagePlan {
             plan,
@@ -428,5 +430,22 @@ impl MessagePlan {
 
     fn __len__(&self) -> usize {
         self.plan.len()
+    }
+
+    /// How many condition evaluations the fast evaluator has decided (without the
+    /// interpreter) since the plan was made.
+    #[getter]
+    fn fast_decisions(&self) -> u64 {
+        self.plan.fast_decided()
+    }
+
+    /// How many of the conditions the fast evaluator covers (0 when it is off).
+    #[getter]
+    fn fast_routes(&self) -> usize {
+        if self.plan.fast_enabled() {
+            self.plan.fast_count()
+        } else {
+            0
+        }
     }
 }

@@ -13,12 +13,14 @@ pub mod cel_eval;
 pub mod codec;
 pub mod dedup;
 pub mod envelope;
+pub mod fast;
 pub mod hotpath;
 pub mod ids;
 pub mod partition;
 pub mod pick;
 pub mod plan;
 pub mod router;
+pub mod scan;
 pub mod text;
 pub mod views;
 

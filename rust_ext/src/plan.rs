@@ -9,7 +9,9 @@
 use crate::access::{reads, Access, Reads};
 use crate::cache::{DecisionCache, KeyBuf, Lookup};
 use crate::cel_eval::{env, json_to_val, py_quote_short, Compiled};
+use crate::fast::{self, Node};
 use crate::pick::pick;
+use crate::scan::scan;
 use crate::views::{HeadersView, PayloadView, Vars};
 use cel::common::types::{CelMap, CelMapKey, CelString};
 use cel::common::value::Val;
@@ -17,6 +19,7 @@ use cel::{Context, Value};
 use serde_json::Value as Json;
 use std::cell::OnceCell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, OnceLock};
 
 /// Default decision-cache entries per condition.
@@ -31,6 +34,8 @@ pub struct Condition {
     /// Positions of its headers in `Plan::header_names`.
     header_slots: Vec<usize>,
     cache: Option<DecisionCache>,
+    /// The condition compiled for the fast evaluator, when it is in its subset.
+    fast: Option<Node>,
 }
 
 /// Outcome of evaluating routes in order.
@@ -66,6 +71,10 @@ pub struct Plan {
     reads: Reads,
     payload_fields: Vec<String>,
     header_names: Vec<String>,
+    /// Whether conditions in the fast evaluator's subset skip the interpreter.
+    fast: bool,
+    /// Conditions the fast evaluator decided (for tests and benchmarks).
+    fast_decided: AtomicU64,
 }
 
 fn slots(access: &Access, all: &[String]) -> Vec<usize> {
@@ -140,7 +149,13 @@ impl Plan {
                     let cacheable = cache_size > 0
                         && bounded(&reads.payload, &union.payload)
                         && bounded(&reads.headers, &union.headers);
+                    let fast = fast::compile(
+                        compiled.expression(),
+                        &|f| payload_fields.iter().position(|a| a == f),
+                        &|h| header_names.iter().position(|a| a == h),
+                    );
                     Condition {
+                        fast,
                         payload_slots: slots(&reads.payload, &payload_fields),
                         header_slots: slots(&reads.headers, &header_names),
                         cache: cacheable.then(|| DecisionCache::new(cache_size)),
@@ -155,7 +170,32 @@ impl Plan {
             reads: union,
             payload_fields,
             header_names,
+            fast: true,
+            fast_decided: AtomicU64::new(0),
         }
+    }
+
+    /// Turn the fast evaluator on or off (off: every condition is interpreted).
+    pub fn set_fast(&mut self, on: bool) {
+        self.fast = on;
+    }
+
+    /// How many conditions the fast evaluator has decided so far.
+    pub fn fast_decided(&self) -> u64 {
+        self.fast_decided.load(AtomicOrdering::Relaxed)
+    }
+
+    pub fn fast_enabled(&self) -> bool {
+        self.fast
+    }
+
+    /// How many conditions the fast evaluator covers.
+    pub fn fast_count(&self) -> usize {
+        self.routes
+            .iter()
+            .flatten()
+            .filter(|c| c.fast.is_some())
+            .count()
     }
 
     /// The first condition's program.
@@ -210,13 +250,34 @@ impl Plan {
     }
 
     fn run(&self, prep: &Prepared<'_, '_>) -> Result<Selection, String> {
-        let vars = prep.vars();
+        let vars: OnceCell<Vars<'_>> = OnceCell::new();
         let ctx: OnceCell<Context<'_, '_>> = OnceCell::new();
         let mut buf = KeyBuf::default();
+        let input = fast::Input {
+            payload: match &prep.picked {
+                Picked::Fields(raws) => raws,
+                _ => &[],
+            },
+            headers: match prep.view.headers {
+                Headers::Named(values) => values,
+                Headers::All(_) => &[],
+            },
+            key: prep.view.key,
+            topic: prep.view.topic,
+        };
         for (i, route) in self.routes.iter().enumerate() {
             let Some(cond) = route else {
                 return Ok(Selection::Route(i));
             };
+            if let (true, Some(node)) = (self.fast, &cond.fast) {
+                if let Some(fast::V::Bool(b)) = fast::eval(node, &input) {
+                    self.fast_decided.fetch_add(1, AtomicOrdering::Relaxed);
+                    if b {
+                        return Ok(Selection::Route(i));
+                    }
+                    continue;
+                }
+            }
             buf.clear();
             let mut store: Option<&[u8]> = None;
             if let Some(cache) = &cond.cache {
@@ -231,7 +292,7 @@ impl Plan {
                     }
                 }
             }
-            let ctx = ctx.get_or_init(|| prep.context(&vars));
+            let ctx = ctx.get_or_init(|| prep.context(vars.get_or_init(|| prep.vars())));
             match cond.compiled.execute_bool(ctx) {
                 Ok(Ok(b)) => {
                     if let (Some(cache), Some(key)) = (&cond.cache, store) {
@@ -280,7 +341,7 @@ struct Prepared<'p, 'a> {
     view: &'p View<'a>,
     picked: Picked<'a>,
     /// Parsed array/object members, aligned with `Plan::payload_fields`, filled on access.
-    containers: Vec<OnceLock<Option<Json>>>,
+    containers: OnceCell<Vec<OnceLock<Option<Json>>>>,
 }
 
 fn parse_whole(payload: &[u8]) -> Result<Json, String> {
@@ -294,20 +355,18 @@ impl<'p, 'a> Prepared<'p, 'a> {
         let picked = match &plan.reads.payload {
             Access::Unused => Picked::Unused,
             Access::Whole => Picked::Whole(parse_whole(view.payload)?),
-            Access::Fields(fields) => match pick(view.payload, fields) {
-                Some(raws) => Picked::Fields(raws),
-                None => Picked::Whole(parse_whole(view.payload)?),
-            },
-        };
-        let containers = match &picked {
-            Picked::Fields(raws) => raws.iter().map(|_| OnceLock::new()).collect(),
-            _ => Vec::new(),
+            Access::Fields(fields) => {
+                match scan(view.payload, fields).or_else(|| pick(view.payload, fields)) {
+                    Some(raws) => Picked::Fields(raws),
+                    None => Picked::Whole(parse_whole(view.payload)?),
+                }
+            }
         };
         Ok(Prepared {
             plan,
             view,
             picked,
-            containers,
+            containers: OnceCell::new(),
         })
     }
 
@@ -347,7 +406,9 @@ impl<'p, 'a> Prepared<'p, 'a> {
                 Picked::Fields(raws) => Some(PayloadView {
                     names: &self.plan.payload_fields,
                     raws,
-                    containers: &self.containers,
+                    containers: self
+                        .containers
+                        .get_or_init(|| raws.iter().map(|_| OnceLock::new()).collect()),
                 }),
                 _ => None,
             },
