@@ -40,6 +40,7 @@ from agentflow.brokers.nats_connect import open_connection, quiet_close
 from agentflow.brokers.nats_publish import KEY_HEADER, Publisher
 from agentflow.brokers.nats_streams import StreamMapper, safe_name, validate_subject
 from agentflow.brokers.nats_suspects import Mark, NakMarks
+from agentflow.brokers.nats_wire import AckInfo, ack_info
 
 __all__ = ["NatsBroker", "NatsDelivery", "NatsSubscription"]
 
@@ -55,24 +56,30 @@ class NatsDelivery(Delivery):
     __slots__ = ("_free", "_msg", "_num_delivered", "_owner", "_position", "_settled", "suspect")
 
     def __init__(
-        self, msg: Msg, owner: NatsSubscription, suspect: bool = False, free: int = 0
+        self,
+        msg: Msg,
+        owner: NatsSubscription,
+        suspect: bool = False,
+        free: int = 0,
+        info: AckInfo | None = None,
     ) -> None:
         self._msg = msg
         self._owner = owner
         self._settled = False
         # Redelivered after a crash or expiry (not a nak): handed out alone.
         self.suspect = suspect
-        meta = msg.metadata
+        stream, num_delivered, seq = info or ack_info(msg)
         self.topic = msg.subject
         self.payload = msg.data
-        self.headers = dict(msg.headers) if msg.headers else {}
+        # nats-py built this dict for this message alone: keep it rather than copy it.
+        self.headers = msg.headers or {}
         # NATS has no record key: agentflow carries it in a header.
         self.key = self.headers.get(KEY_HEADER)
-        self._num_delivered = meta.num_delivered
+        self._num_delivered = num_delivered
         self._free = free
         # Deliveries that were handed back unseen (nats_suspects) are not attempts.
-        self.delivery_count = max(meta.num_delivered - free, 1)
-        self._position = {"stream": meta.stream, "seq": str(meta.sequence.stream)}
+        self.delivery_count = max(num_delivered - free, 1)
+        self._position = {"stream": stream, "seq": str(seq)}
 
     @property
     def position(self) -> dict[str, str]:
@@ -133,8 +140,8 @@ class NatsDelivery(Delivery):
             log.warning("NATS in-progress of %s failed: %s", self.topic, exc)
 
 
-# A pulled message: (message, suspect?, deliveries that never reached the runtime).
-_Held = tuple[Msg, bool, int]
+# A pulled message: (message, suspect?, deliveries that never reached the runtime, ack info).
+_Held = tuple[Msg, bool, int, AckInfo]
 
 
 class NatsSubscription(Subscription):
@@ -177,43 +184,41 @@ class NatsSubscription(Subscription):
 
     async def _classify(self, msg: Msg) -> _Held | None:
         """Suspect or not, and the free deliveries; None when over ``max_deliver`` (termed)."""
-        meta = msg.metadata
-        if meta.num_delivered <= 1:
-            return msg, False, 0
-        suspect, free = await self._marks.read(
-            self.stream, self.durable, meta.sequence.stream, meta.num_delivered
-        )
-        if 0 < self._max_deliver < meta.num_delivered - free:
+        info = ack_info(msg)
+        _, delivered, seq = info
+        if delivered <= 1:
+            return msg, False, 0, info
+        suspect, free = await self._marks.read(self.stream, self.durable, seq, delivered)
+        if 0 < self._max_deliver < delivered - free:
             log.warning(
                 "%s#%d reached max_deliver=%d; no more deliveries",
                 self.stream,
-                meta.sequence.stream,
+                seq,
                 self._max_deliver,
             )
             with contextlib.suppress(nats.errors.Error):
                 await msg.term()
             return None
-        return msg, suspect, free
+        return msg, suspect, free, info
 
     async def _hand_back(self, held: _Held) -> None:
         """Nak a message the runtime never saw, so its next delivery is not charged."""
-        msg, suspect, free = held
-        meta = msg.metadata
-        mark = Mark(meta.num_delivered, free + 1, suspect)
+        msg, suspect, free, (_, delivered, seq) = held
+        mark = Mark(delivered, free + 1, suspect)
         with contextlib.suppress(nats.errors.Error):
-            await self._marks.write(self.stream, self.durable, meta.sequence.stream, mark)
+            await self._marks.write(self.stream, self.durable, seq, mark)
             await msg.nak()
 
     def _drop_superseded(self, pulled: list[Msg]) -> None:
         """Forget held deliveries the server has since handed out again (they expired)."""
-        seqs = {m.metadata.sequence.stream for m in pulled}
+        seqs = {ack_info(m)[2] for m in pulled}
         for old in [d for d in self._outstanding if int(d._position["seq"]) in seqs]:
             # Its ack would still be accepted, but it must not hold suspects back.
             self._settled(old)
 
     def _hand_out(self, held: _Held) -> NatsDelivery:
-        msg, suspect, free = held
-        delivery = NatsDelivery(msg, self, suspect, free)
+        msg, suspect, free, info = held
+        delivery = NatsDelivery(msg, self, suspect, free, info)
         self._outstanding.add(delivery)
         self._idle.clear()
         if suspect:
@@ -235,7 +240,7 @@ class NatsSubscription(Subscription):
                 if held is not None:
                     self._buffer.append(held)
             if pulled:
-                self._suspect_mode = any(suspect for _, suspect, _ in self._buffer)
+                self._suspect_mode = any(held[1] for held in self._buffer)
         out: list[Delivery] = []
         while self._buffer and len(out) < max_messages and not self._suspect_out:
             if self._buffer[0][1]:  # a suspect runs alone: nothing else held, nothing in flight
@@ -257,7 +262,7 @@ class NatsSubscription(Subscription):
         """Keep messages held back in the buffer from timing out on the server."""
         while True:
             await asyncio.sleep(interval)
-            for msg, _, _ in list(self._buffer):
+            for msg, *_ in list(self._buffer):
                 with contextlib.suppress(nats.errors.Error):
                     await msg.in_progress()
 
@@ -349,6 +354,11 @@ class NatsBroker(Broker):
         if self._nc is None:
             raise BrokerError(f"NATS broker {self.display_url} is not connected")
         return self._nc
+
+    @property
+    def publisher(self) -> Publisher | None:
+        """The windowed JetStream publisher of the live connection (None when closed)."""
+        return self._publisher
 
     @property
     def js(self) -> JetStreamContext:

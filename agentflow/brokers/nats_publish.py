@@ -5,6 +5,12 @@ raises (oversized message, full reconnect buffer), so this module keeps its own 
 futures: each message is sent with a reply subject, the PubAck resolves its future, and a
 message whose PubAck does not come back in time is sent again with the same ``Nats-Msg-Id``
 (the stream drops the copy if the first one had landed).
+
+The hot path is per message, so it avoids nats-py's per-header work: the ``NATS/1.0`` header
+block is encoded once per message here (keys validated once per distinct key) and written as a
+finished ``HPUB`` command (:mod:`agentflow.brokers.nats_wire`). PubAck futures are awaited
+directly; one sweeper task per publisher times out the overdue ones, so no timer is created per
+message.
 """
 
 from __future__ import annotations
@@ -12,10 +18,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import nats.errors
 import orjson
@@ -26,6 +32,7 @@ from nats.js.errors import APIError
 
 from agentflow.brokers.base import BrokerError, OutMessage, PublishError
 from agentflow.brokers.nats_streams import StreamMapper, validate_subject
+from agentflow.brokers.nats_wire import encode_headers, send_pub
 
 log = logging.getLogger("agentflow.brokers.nats")
 
@@ -33,8 +40,10 @@ MSG_ID_HEADER = "Nats-Msg-Id"
 KEY_HEADER = "af-key"
 # One try waits this long for PubAcks before re-sending what is missing.
 _TRY_TIMEOUT = 5.0
-_HDR_OVERHEAD = len(b"NATS/1.0\r\n\r\n")
-_BAD_KEY = re.compile(r"[:\s]")
+# The sweeper looks for overdue PubAcks this often (at most).
+_SWEEP_INTERVAL = 0.1
+
+_Ack = dict[str, Any]
 
 
 class _NoStream(Exception):
@@ -45,11 +54,15 @@ class _Retryable(Exception):
     """JetStream was briefly unavailable (leader election, restart)."""
 
 
+class _Unanswered(Exception):
+    """No PubAck within the try's deadline."""
+
+
 @dataclass(slots=True)
 class _Prepared:
     topic: str
     payload: bytes
-    headers: dict[str, str]
+    header_block: bytes
     size: int
 
 
@@ -64,10 +77,15 @@ def wire_headers(message: OutMessage) -> dict[str, str]:
     return headers
 
 
-def wire_size(payload: bytes, headers: dict[str, str]) -> int:
-    """Bytes the server counts against ``max_payload``: header block plus payload."""
-    hdr = sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items())
-    return len(payload) + (hdr + _HDR_OVERHEAD if headers else 0)
+def _message_headers(message: OutMessage) -> Mapping[str, str]:
+    """``wire_headers`` without the copy when nothing is added (the common case adds one)."""
+    headers = message.headers
+    msg_id = message.dedup_id or headers.get("af-id")
+    if (msg_id and headers.get(MSG_ID_HEADER) != msg_id) or (
+        message.key is not None and KEY_HEADER not in headers
+    ):
+        return wire_headers(message)
+    return headers
 
 
 class Publisher:
@@ -76,25 +94,33 @@ class Publisher:
     def __init__(self, nc: Client, streams: StreamMapper, *, window: int, timeout: float) -> None:
         self._nc = nc
         self._streams = streams
-        self._window = asyncio.Semaphore(window)
+        self._window = max(window, 1)
+        self._in_flight = 0
+        self._room: asyncio.Future[None] | None = None
         self._timeout = timeout
         self._prefix = ""
         self._sub: NatsSub | None = None
-        self._futures: dict[str, asyncio.Future[None]] = {}
+        # token -> (future, monotonic time after which the PubAck counts as missing)
+        self._waiting: dict[str, tuple[asyncio.Future[_Ack], float]] = {}
         self._tokens = itertools.count()
         self._valid_topics: set[str] = set()
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Subscribe to the reply inbox (nats-py re-subscribes it after a reconnect)."""
         self._prefix = self._nc.new_inbox()
         self._sub = await self._nc.subscribe(f"{self._prefix}.*", cb=self._on_reply)
+        self._sweeper = asyncio.create_task(self._sweep())
 
     async def stop(self) -> None:
         """Fail whatever still waits and drop the inbox."""
-        for fut in list(self._futures.values()):
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for fut, _ in list(self._waiting.values()):
             if not fut.done():
                 fut.set_exception(PublishError("NATS connection closed before the PubAck"))
-        self._futures.clear()
+        self._waiting.clear()
         if self._sub is not None:
             try:
                 await self._sub.unsubscribe()
@@ -102,11 +128,25 @@ class Publisher:
                 pass
             self._sub = None
 
+    async def _sweep(self) -> None:
+        """Fail PubAck futures past their deadline (one timer for all of them)."""
+        while True:
+            await asyncio.sleep(max(min(_SWEEP_INTERVAL, self._timeout / 10), 0.005))
+            if not self._waiting:
+                continue
+            now = time.monotonic()
+            overdue = [t for t, (f, exp) in self._waiting.items() if exp <= now or f.done()]
+            for token in overdue:
+                fut, _ = self._waiting.pop(token)
+                if not fut.done():
+                    fut.set_exception(_Unanswered())
+
     async def _on_reply(self, msg: Msg) -> None:
         """Resolve the future of the message this PubAck (or error) answers."""
-        fut = self._futures.pop(msg.subject.rsplit(".", 1)[-1], None)
-        if fut is None or fut.done():
+        entry = self._waiting.pop(msg.subject[len(self._prefix) + 1 :], None)
+        if entry is None or entry[0].done():
             return
+        fut = entry[0]
         if msg.headers and msg.headers.get("Status") == "503":
             fut.set_exception(_NoStream())
             return
@@ -115,7 +155,10 @@ class Publisher:
         except orjson.JSONDecodeError:
             fut.set_exception(PublishError(f"unreadable PubAck {msg.data[:100]!r}"))
             return
-        error = resp.get("error") if isinstance(resp, dict) else None
+        if not isinstance(resp, dict):
+            fut.set_exception(PublishError(f"unreadable PubAck {msg.data[:100]!r}"))
+            return
+        error = resp.get("error")
         if error:
             if error.get("code") == 503:
                 fut.set_exception(_Retryable(error.get("description", "unavailable")))
@@ -128,10 +171,10 @@ class Publisher:
                     )
                 )
             return
-        fut.set_result(None)
+        fut.set_result(resp)
 
     def _prepare(self, message: OutMessage) -> _Prepared:
-        """Validate one message and compute its wire headers and size."""
+        """Validate one message and encode its header block once."""
         topic = message.topic
         if topic not in self._valid_topics:
             try:
@@ -139,36 +182,83 @@ class Publisher:
             except BrokerError as exc:
                 raise PublishError(str(exc)) from None
             self._valid_topics.add(topic)
-        headers = wire_headers(message)
-        for key, value in headers.items():
-            # A CR/LF would corrupt the protocol stream; refuse instead of mangling it.
-            if _BAD_KEY.search(key) or not key or "\r" in value or "\n" in value:
-                raise PublishError(
-                    f"message to {topic!r} has a header that cannot be sent: {key!r}"
-                )
-        size = wire_size(message.payload, headers)
+        try:
+            block = encode_headers(_message_headers(message))
+        except ValueError as exc:
+            raise PublishError(
+                f"message to {topic!r} has a header that cannot be sent: {exc}"
+            ) from None
+        size = len(message.payload) + len(block)
         limit = self._nc.max_payload
         if size > limit:
             raise PublishError(
                 f"message to {topic!r} is {size} bytes (payload {len(message.payload)}"
                 f" + headers), over the NATS server's max_payload of {limit} bytes"
             )
-        return _Prepared(topic, message.payload, headers, size)
+        return _Prepared(topic, message.payload, block, size)
 
-    async def _send(self, item: _Prepared) -> asyncio.Future[None]:
-        """Send one message with a reply subject; the returned future resolves on its PubAck."""
+    def _slot_done(self, _fut: asyncio.Future[_Ack]) -> None:
+        self._in_flight -= 1
+        room = self._room
+        if room is not None:
+            self._room = None
+            if not room.done():
+                room.set_result(None)
+
+    async def _wait_room(self, deadline: float) -> bool:
+        """Wait for a free window slot until ``deadline``; False when none came."""
+        while self._in_flight >= self._window:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if self._room is None:
+                self._room = asyncio.get_running_loop().create_future()
+            await asyncio.wait((self._room,), timeout=remaining)
+        return True
+
+    async def _send(
+        self, topic: str, block: bytes, payload: bytes, expires: float
+    ) -> asyncio.Future[_Ack]:
+        """Send one message with a reply subject; the future resolves on its PubAck."""
         token = str(next(self._tokens))
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._futures[token] = fut
+        fut: asyncio.Future[_Ack] = asyncio.get_running_loop().create_future()
+        self._waiting[token] = (fut, expires)
         try:
-            await self._nc.publish(
-                item.topic, item.payload, reply=f"{self._prefix}.{token}", headers=item.headers
-            )
+            await send_pub(self._nc, topic, f"{self._prefix}.{token}", block, payload)
         except BaseException:
-            self._futures.pop(token, None)
+            self._waiting.pop(token, None)
             raise
-        fut.add_done_callback(lambda _f: self._futures.pop(token, None))
+        self._in_flight += 1
+        fut.add_done_callback(self._slot_done)
         return fut
+
+    async def request(
+        self,
+        subject: str,
+        payload: bytes,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = _TRY_TIMEOUT,
+    ) -> _Ack:
+        """One JetStream publish (no stream lookup, no re-send); return the PubAck.
+
+        Raises :class:`APIError` when JetStream refuses it (e.g. a wrong expected sequence),
+        :class:`PublishError` when it cannot be sent or is not answered within ``timeout``.
+        """
+        block = encode_headers(headers) if headers else b""
+        timeout = min(timeout, self._timeout)
+        deadline = time.monotonic() + timeout
+        if not self._nc.is_connected or not await self._wait_room(deadline):
+            raise PublishError(f"cannot publish to {subject!r}: NATS is not connected")
+        try:
+            fut = await self._send(subject, block, payload, deadline)
+        except nats.errors.Error as exc:
+            raise PublishError(f"cannot publish to {subject!r}: {exc!r}") from None
+        try:
+            return await fut
+        except _Unanswered:
+            raise PublishError(f"no PubAck for {subject!r} within {timeout:g}s") from None
+        except (_NoStream, _Retryable) as exc:
+            raise PublishError(f"no stream accepts {subject!r} right now ({exc!r})") from None
 
     async def publish(self, messages: Sequence[OutMessage]) -> None:
         """Publish ``messages``; return once every one has a PubAck (duplicates included)."""
@@ -176,6 +266,8 @@ class Publisher:
             return
         items = [self._prepare(m) for m in messages]
         for topic in dict.fromkeys(i.topic for i in items):
+            if self._streams.cached(topic) is not None:
+                continue
             try:
                 await self._streams.ensure(topic)
             except BrokerError as exc:
@@ -197,6 +289,34 @@ class Publisher:
                     log.warning("re-sending %d message(s) without a PubAck", unanswered)
                 await asyncio.sleep(min(0.05 * 2**tries, 1.0))
 
+    async def _send_all(
+        self, items: list[_Prepared], pending: list[int], deadline: float
+    ) -> tuple[list[tuple[int, asyncio.Future[_Ack]]], list[int]]:
+        """Send ``pending`` (as far as the connection and window allow)."""
+        expires = min(deadline, time.monotonic() + _TRY_TIMEOUT)
+        sent: list[tuple[int, asyncio.Future[_Ack]]] = []
+        try:
+            for pos, i in enumerate(pending):
+                # Reconnecting: don't pile messages into the client's reconnect buffer.
+                if not self._nc.is_connected or not await self._wait_room(deadline):
+                    return sent, pending[pos:]
+                item = items[i]
+                try:
+                    fut = await self._send(item.topic, item.header_block, item.payload, expires)
+                except (
+                    nats.errors.OutboundBufferLimitError,
+                    nats.errors.ConnectionReconnectingError,
+                ):
+                    return sent, pending[pos:]
+                except nats.errors.Error as exc:
+                    raise PublishError(f"cannot publish to {item.topic!r}: {exc!r}") from None
+                sent.append((i, fut))
+        except BaseException:
+            for _, fut in sent:
+                fut.cancel()
+            raise
+        return sent, []
+
     async def _try(
         self, items: list[_Prepared], pending: list[int], deadline: float
     ) -> tuple[list[int], int]:
@@ -206,55 +326,29 @@ class Publisher:
         """
         if self._nc.is_closed:
             raise PublishError("NATS connection is closed")
-        futures: dict[int, asyncio.Future[None]] = {}
-        unsent: list[int] = []
-        for pos, i in enumerate(pending):
-            if not self._nc.is_connected:
-                # Reconnecting: don't pile messages into the client's reconnect buffer.
-                unsent = pending[pos:]
-                break
-            if self._window.locked():
-                remaining = deadline - time.monotonic()
+        sent, unsent = await self._send_all(items, pending, deadline)
+        failures: list[tuple[int, BaseException]] = []
+        try:
+            for i, fut in sent:
                 try:
-                    await asyncio.wait_for(self._window.acquire(), timeout=max(remaining, 0.001))
-                except TimeoutError:
-                    unsent = pending[pos:]
-                    break
-            else:
-                # Free slot: take it without yielding, so consecutive publishes coalesce into
-                # one socket write instead of waking the client's flusher per message.
-                await self._window.acquire()
-            try:
-                fut = await self._send(items[i])
-            except (nats.errors.OutboundBufferLimitError, nats.errors.ConnectionReconnectingError):
-                self._window.release()
-                unsent = pending[pos:]
-                break
-            except nats.errors.BadHeaderError as exc:
-                self._window.release()
-                raise PublishError(f"message to {items[i].topic!r}: bad header {exc}") from None
-            except nats.errors.Error as exc:
-                self._window.release()
-                raise PublishError(f"cannot publish to {items[i].topic!r}: {exc!r}") from None
-            fut.add_done_callback(lambda _f: self._window.release())
-            futures[i] = fut
-        if futures:
-            wait = min(deadline - time.monotonic(), _TRY_TIMEOUT)
-            await asyncio.wait(futures.values(), timeout=max(wait, 0.001))
+                    await fut
+                except Exception as exc:
+                    failures.append((i, exc))
+        except BaseException:
+            for _, fut in sent:
+                fut.cancel()
+            raise
+        if not failures:
+            return unsent, 0
         retry: list[int] = []
         unanswered = 0
         error: PublishError | None = None
-        for i, fut in futures.items():
-            if not fut.done():
-                fut.cancel()
+        for i, failure in failures:
+            item = items[i]
+            if isinstance(failure, _Unanswered):
                 retry.append(i)
                 unanswered += 1
-                continue
-            failure = fut.exception()
-            if failure is None:
-                continue
-            item = items[i]
-            if isinstance(failure, _NoStream):
+            elif isinstance(failure, _NoStream):
                 # The stream vanished (deleted by an operator?): find or create it again.
                 self._streams.forget(item.topic)
                 try:

@@ -39,6 +39,7 @@ from nats.js.kv import KeyValue
 from agentflow.brokers.base import Broker, BrokerError
 from agentflow.brokers.nats import NatsBroker
 from agentflow.brokers.nats_config import parse_duration
+from agentflow.brokers.nats_publish import Publisher
 from agentflow.idempotency.base import Claim, ClaimState, IdempotencyStore
 
 __all__ = ["NatsKvStore", "from_url"]
@@ -49,6 +50,9 @@ DEFAULT_BUCKET_TTL = 7 * 86400.0
 _RUNNING, _FREE, _DONE = "r", "f", "d"
 # Compare-and-set races are retried this often before a claim reports BUSY.
 _CAS_TRIES = 16
+# JetStream's "wrong last sequence" error codes (the compare-and-set lost).
+_WRONG_LAST = (10071, 10164)
+_EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
 _KEY_SAFE = re.compile(r"^[A-Za-z0-9_=-]+$")
 _STORE_OPTIONS = {"ttl", "replicas", "storage", "bucket"}
 
@@ -91,6 +95,7 @@ class NatsKvStore(IdempotencyStore):
         self._clock = clock
         self._own: NatsBroker | None = None
         self._kv: KeyValue | None = None
+        self._conn: NatsBroker | None = None
         # key -> (owner token, attempts) of claims this process holds.
         self._held: dict[str, tuple[str, int]] = {}
         self._warned_ttl = False
@@ -106,6 +111,7 @@ class NatsKvStore(IdempotencyStore):
             self._own = NatsBroker(url)
             await self._own.connect()
             conn = self._own
+        self._conn = conn
         js = conn.js
         try:
             try:
@@ -132,6 +138,7 @@ class NatsKvStore(IdempotencyStore):
     async def close(self) -> None:
         """Drop the bucket handle (and the private connection, if any)."""
         self._kv = None
+        self._conn = None
         if self._own is not None:
             own, self._own = self._own, None
             await own.close()
@@ -142,36 +149,62 @@ class NatsKvStore(IdempotencyStore):
         return self._kv
 
     async def _read(self, key: str) -> tuple[dict[str, Any] | None, int]:
-        """The stored record of ``key`` and its revision (0 when absent or deleted)."""
+        """The stored record of ``key`` and its revision (0 when never written).
+
+        A deleted key reads as no record with its tombstone's revision, the revision the next
+        compare-and-set write must name.
+        """
         try:
             entry = await self._bucket().get(key)
-        except KeyNotFoundError:
-            return None, 0
+        except KeyNotFoundError as exc:
+            tombstone = exc.entry
+            return None, (tombstone.revision or 0) if tombstone is not None else 0
         try:
             record = orjson.loads(entry.value or b"")
         except orjson.JSONDecodeError:
             record = None
         return (record if isinstance(record, dict) else None), entry.revision or 0
 
-    async def claim(self, key: str, lease: float) -> Claim:
-        """Acquire ``key`` with a revision-checked write, counting one more attempt."""
+    async def _write(self, key: str, value: bytes, last: int | None = None) -> None:
+        """Put ``value`` (``last``: only if the key's revision is still ``last``, 0 = absent).
+
+        Sent through the broker's windowed publisher: one JetStream publish and its PubAck,
+        without nats-py's per-request inbox future and timer.
+        """
         kv = self._bucket()
+        conn = self._conn
+        publisher: Publisher | None = conn.publisher if conn is not None else None
+        if publisher is None:
+            raise BrokerError(f"KV bucket {self.bucket} has no live NATS connection")
+        headers = None if last is None else {_EXPECTED_LAST: str(last)}
+        try:
+            await publisher.request(f"{kv._pre}{key}", value, headers)
+        except APIError as exc:
+            if exc.err_code in _WRONG_LAST:
+                raise KeyWrongLastSequenceError(description=exc.description) from None
+            raise
+
+    async def claim(self, key: str, lease: float) -> Claim:
+        """Acquire ``key`` with a revision-checked write, counting one more attempt.
+
+        A new key (the common case) costs one write; the key is read only when it exists.
+        """
         k = kv_key(key)
-        for _ in range(_CAS_TRIES):
+        record: dict[str, Any] | None = None
+        revision = 0
+        for tries in range(_CAS_TRIES):
             now = self._clock()
-            record, revision = await self._read(k)
+            if tries:
+                record, revision = await self._read(k)
             state, attempts = _decide(record, now)
             if state is not ClaimState.ACQUIRED:
                 return Claim(state, attempts)
             owner = uuid.uuid4().hex
             value = orjson.dumps({"s": _RUNNING, "a": attempts, "e": now + lease, "o": owner})
             try:
-                if revision == 0:
-                    await kv.create(k, value)
-                else:
-                    await kv.update(k, value, last=revision)
+                await self._write(k, value, last=revision)
             except KeyWrongLastSequenceError:
-                continue  # another worker wrote first: look again
+                continue  # the key exists, or another worker wrote first: look again
             self._held[key] = (owner, attempts)
             return Claim(ClaimState.ACQUIRED, attempts)
         return Claim(ClaimState.BUSY, 0)
@@ -189,21 +222,18 @@ class NatsKvStore(IdempotencyStore):
             )
         _, attempts = self._held.pop(key, ("", 1))
         expires = self._clock() + ttl if ttl > 0 else 0
-        await self._bucket().put(
-            kv_key(key), orjson.dumps({"s": _DONE, "a": attempts, "e": expires})
-        )
+        await self._write(kv_key(key), orjson.dumps({"s": _DONE, "a": attempts, "e": expires}))
 
     async def release(self, key: str) -> None:
         """Free the lease now if this process still owns it, keeping the attempt count."""
         owner, _ = self._held.pop(key, ("", 0))
-        kv = self._bucket()
         k = kv_key(key)
         record, revision = await self._read(k)
         if record is None or record.get("s") != _RUNNING or record.get("o") != owner:
             return  # the lease expired and someone else holds the key now
         value = orjson.dumps({"s": _FREE, "a": int(record.get("a", 1)), "e": 0})
         try:
-            await kv.update(k, value, last=revision)
+            await self._write(k, value, last=revision)
         except KeyWrongLastSequenceError:
             pass  # changed meanwhile: the other writer's state wins
 
