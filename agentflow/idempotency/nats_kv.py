@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import logging
 import re
 import time
@@ -99,6 +100,9 @@ class NatsKvStore(IdempotencyStore):
         # key -> (owner token, attempts) of claims this process holds.
         self._held: dict[str, tuple[str, int]] = {}
         self._warned_ttl = False
+        # Owner tokens: a random per-store prefix and a counter (uuid4 per claim costs more).
+        self._owner_prefix = uuid.uuid4().hex[:16]
+        self._owners = itertools.count()
 
     async def open(self) -> None:
         """Bind the bucket, creating it when missing."""
@@ -199,7 +203,7 @@ class NatsKvStore(IdempotencyStore):
             state, attempts = _decide(record, now)
             if state is not ClaimState.ACQUIRED:
                 return Claim(state, attempts)
-            owner = uuid.uuid4().hex
+            owner = f"{self._owner_prefix}{next(self._owners):x}"
             value = orjson.dumps({"s": _RUNNING, "a": attempts, "e": now + lease, "o": owner})
             try:
                 await self._write(k, value, last=revision)
