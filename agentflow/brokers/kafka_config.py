@@ -64,7 +64,8 @@ class KafkaSettings:
     group_instance_id: str | None = None
     # Producer tuning.
     max_request_size: int = 1_048_576
-    linger_ms: int = 0
+    # A few ms let concurrent handlers' sends share one ProduceRequest (?linger_ms=0: none).
+    linger_ms: int = 2
     dedup_window: float = 120.0
     # Connection.
     request_timeout_ms: int = 30_000

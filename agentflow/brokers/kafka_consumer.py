@@ -291,14 +291,18 @@ class KafkaSubscription(Subscription):
             self._expire()
             out, wait = self._take(max(max_messages, 1))
             if out:
-                # The attempt record (with what finished elsewhere since the last commit):
-                # written before any handler can start, and crash.
-                await self._commit(list(self.parts.values()))
-                ready = [d for d in out if d.part.live and not d.part.revoking]
-                for d in ready:
-                    d.returned = True
+                # The attempt record of the partitions handed out from: written before any
+                # handler can start, and crash. Partitions that only saw acks since their
+                # last commit ride on the periodic commit (nothing to protect there).
+                await self._commit({id(d.part): d.part for d in out}.values())
+                ready: list[Delivery] = []
+                for d in out:
+                    part = d.part
+                    if part.live and not part.revoking:
+                        d.returned = True
+                        ready.append(d)
                 if ready:
-                    return list(ready)
+                    return ready
                 continue
             left = deadline - time.monotonic()
             if left <= 0:

@@ -19,11 +19,11 @@ __all__ = ["KafkaDelivery", "Part", "decode_headers"]
 
 def decode_headers(record: Any) -> dict[str, str]:
     """A record's headers as text (invalid UTF-8 becomes U+FFFD; a later duplicate wins)."""
-    out: dict[str, str] = {}
-    for name, value in record.headers or ():
-        if value is not None:
-            out[name] = value.decode("utf-8", "replace")
-    return out
+    return {
+        name: value.decode("utf-8", "replace")
+        for name, value in record.headers or ()
+        if value is not None
+    }
 
 
 class Part:
@@ -78,8 +78,12 @@ class KafkaDelivery(Delivery):
         self.raw_headers = raw_headers
         self.topic = part.base_topic
         self.payload = record.value if record.value is not None else b""
-        self.headers = {k: v for k, v in raw_headers.items() if k not in INTERNAL_HEADERS}
-        self.key = record.key.decode("utf-8", "replace") if record.key is not None else None
+        if INTERNAL_HEADERS.isdisjoint(raw_headers):  # all but retry-tier copies
+            self.headers = dict(raw_headers)
+        else:
+            self.headers = {k: v for k, v in raw_headers.items() if k not in INTERNAL_HEADERS}
+        key = record.key
+        self.key = key.decode("utf-8", "replace") if key is not None else None
         self.delivery_count = delivery_count
         origin = parse_origin(raw_headers.get(RETRY_ORIGIN)) if part.tier else None
         self.origin: tuple[str, int, int] = origin or (

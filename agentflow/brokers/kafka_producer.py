@@ -67,6 +67,14 @@ def _record_size(value: bytes, key: bytes | None, headers: list[tuple[str, bytes
     return size
 
 
+def _size_bound(value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]) -> int:
+    """A cheap upper bound of ``_record_size`` (batch header, varints, UTF-8 of names)."""
+    size = 128 + len(value) + (len(key) if key is not None else 0)
+    for name, val in headers:
+        size += 4 * len(name) + len(val) + 10
+    return size
+
+
 class Publisher:
     """An idempotent aiokafka producer with batch publish, size checks and a dedup window."""
 
@@ -100,6 +108,12 @@ class Publisher:
         if producer is not None:
             await producer.stop()
 
+    def _check(
+        self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
+        if _size_bound(value, key, headers) > self.settings.max_request_size:
+            self._check_size(topic, _record_size(value, key, headers))
+
     def _check_size(self, topic: str, size: int) -> None:
         if size > self.settings.max_request_size:
             raise PublishError(
@@ -120,10 +134,17 @@ class Publisher:
                 continue  # accepted already inside the window: drop silently
             key = msg.key.encode("utf-8") if msg.key is not None else None
             headers = encode_headers(msg.headers)
-            self._check_size(msg.topic, _record_size(msg.payload, key, headers))
+            self._check(msg.topic, msg.payload, key, headers)
             batch.append((msg, key, headers, dedup))
             if dedup:
                 pending.add(dedup)
+        if len(batch) == 1:  # the common case: one handler's output
+            msg, key, headers, dedup = batch[0]
+            fut = await self._send(msg.topic, msg.payload, key, headers)
+            await self._wait_one(fut, msg.topic)
+            if dedup:
+                self.recent.add(dedup)
+            return
         futures = []
         for msg, key, headers, _ in batch:
             futures.append(await self._send(msg.topic, msg.payload, key, headers))
@@ -138,8 +159,8 @@ class Publisher:
         """Publish one raw record (a retry-tier copy) and wait for its ack."""
         if self.producer is None:
             raise PublishError("Kafka broker is not connected")
-        self._check_size(topic, _record_size(value, key, headers))
-        await self._wait([await self._send(topic, value, key, headers)], [topic])
+        self._check(topic, value, key, headers)
+        await self._wait_one(await self._send(topic, value, key, headers), topic)
 
     async def _send(
         self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]
@@ -153,6 +174,14 @@ class Publisher:
         except KafkaError as exc:
             raise PublishError(f"Kafka refused a message for {topic!r}: {exc}") from exc
         return fut
+
+    async def _wait_one(self, fut: asyncio.Future[Any], topic: str) -> None:
+        from aiokafka.errors import KafkaError
+
+        try:
+            await fut
+        except KafkaError as exc:
+            raise PublishError(f"Kafka did not accept a message for {topic!r}: {exc}") from exc
 
     async def _wait(self, futures: list[asyncio.Future[Any]], topics: list[str]) -> None:
         from aiokafka.errors import KafkaError
