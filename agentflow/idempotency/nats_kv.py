@@ -205,11 +205,19 @@ class NatsKvStore(IdempotencyStore):
                 return Claim(state, attempts)
             owner = f"{self._owner_prefix}{next(self._owners):x}"
             value = orjson.dumps({"s": _RUNNING, "a": attempts, "e": now + lease, "o": owner})
+            # Held before the write: if its PubAck is lost, ``release`` can still free the
+            # key should the write have landed.
+            before = self._held.get(key)
+            self._held[key] = (owner, attempts)
             try:
                 await self._write(k, value, last=revision)
             except KeyWrongLastSequenceError:
+                if self._held.get(key) == (owner, attempts):  # not taken over meanwhile
+                    if before is None:
+                        del self._held[key]
+                    else:
+                        self._held[key] = before
                 continue  # the key exists, or another worker wrote first: look again
-            self._held[key] = (owner, attempts)
             return Claim(ClaimState.ACQUIRED, attempts)
         return Claim(ClaimState.BUSY, 0)
 
