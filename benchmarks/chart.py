@@ -80,19 +80,14 @@ def draw(datasets: list[dict[str, Any]], summaries: list[list[Summary]], path: P
             for data in datasets:
                 floor = floor_p99(data)
                 if floor == floor:  # not NaN
-                    color = COLORS.get(data["broker"], "grey")
-                    ax.axhline(floor, color=color, ls="--", lw=1)
-                    ax.annotate(
-                        f"{data['broker']} floor (no contender) {floor:.1f} ms",
-                        (-0.45, floor),
-                        textcoords="offset points",
-                        xytext=(0, 2),
-                        ha="left",
-                        fontsize=7,
-                        color=color,
-                        zorder=5,
-                        bbox={"facecolor": "white", "alpha": 0.85, "linewidth": 0, "pad": 1},
+                    ax.axhline(
+                        floor,
+                        color=COLORS.get(data["broker"], "grey"),
+                        ls="--",
+                        lw=1,
+                        label=f"{data['broker']} floor, no contender: {floor:.1f} ms",
                     )
+            ax.legend(loc="upper left", fontsize=7, frameon=False)
         ax.set_title(title, fontsize=10)
         ax.set_xticks(range(len(names)), names, fontsize=9)
         if log:
