@@ -260,7 +260,14 @@ def _verdicts(data: dict[str, Any], by: dict[str, Summary]) -> list[str]:
 
 
 def machine_section(datasets: list[dict[str, Any]]) -> list[str]:
-    lines = ["## Machine and commands", ""]
+    lines = [
+        "## Machine and commands",
+        "",
+        "Brokers ran locally, started by `scripts/services.sh start nats kafka` (the URLs below "
+        "show the ports used); an `--agentflow-src` snapshot is made as in "
+        "`benchmarks/README.md` (`git archive HEAD agentflow` plus the built extension).",
+        "",
+    ]
     for data in datasets:
         m = data["machine"]
         pk = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
