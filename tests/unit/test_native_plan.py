@@ -47,7 +47,8 @@ def reference_decode(headers: dict[str, str]) -> tuple[Any, ...]:
 
 def reference_key(payload: bytes, path: str) -> Any:
     """The pipeline's contract: walk objects; str as is, int as decimal, else raw JSON."""
-    node: Any = orjson.loads(payload)
+    # json, not orjson: orjson reads integers beyond 64 bits as floats; the key keeps them exact.
+    node: Any = json.loads(payload)
     for part in path.removeprefix("payload.").split("."):
         if not isinstance(node, dict) or part not in node:
             return None
