@@ -6,7 +6,6 @@ results table came out; never timings. Needs no package beyond agentflow's own d
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -77,9 +76,5 @@ def test_benchmark_smoke_nats(nats_url: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.kafka
-@pytest.mark.skipif(
-    importlib.util.find_spec("agentflow.brokers.kafka") is None,
-    reason="agentflow's Kafka backbone (agentflow/brokers/kafka.py) has not landed yet",
-)
 def test_benchmark_smoke_kafka(kafka_url: str, tmp_path: Path) -> None:
     _smoke("kafka", kafka_url, tmp_path)

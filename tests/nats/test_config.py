@@ -35,7 +35,6 @@ def test_environment_fallbacks_and_url_precedence() -> None:
 
 
 def test_nkey_seed_string_or_file_and_creds(tmp_path: Path) -> None:
-    pytest.importorskip("nkeys")
     seed = "SUACGM4YJDCK4LTAQ3AVXHRQNEC67LYMHHMY6SKHTFILZHFMRYHNSK4MZE"
     s = parse_nats_url("nats://h", env={"AGENTFLOW_NATS_NKEY_SEED": seed})
     assert s.nkey_seed == seed and s.nkey_seed_file is None

@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from agentflow import _native
-
 HANDLERS = """
 from dataclasses import dataclass
 from pydantic import BaseModel
@@ -64,11 +62,6 @@ app = App("decorated-source")
 async def decorated(t: Ticket) -> Ticket:
     return t
 """
-
-needs_cel = pytest.mark.skipif(
-    not hasattr(_native, "CelProgram") or not hasattr(_native, "Router"),
-    reason="agentflow._native built without CelProgram/Router (rebuild: pip install -e .)",
-)
 
 
 class Files:

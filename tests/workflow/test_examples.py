@@ -10,9 +10,6 @@ import pytest
 from agentflow.workflow import check_file
 from agentflow.workflow.build import build_app
 from agentflow.workflow.commands import drive, read_inputs
-from tests.workflow.conftest import needs_cel
-
-pytestmark = needs_cel
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / "workflows"

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from agentflow.workflow import commands
-from tests.workflow.conftest import Files, needs_cel
+from tests.workflow.conftest import Files
 
 WF = """
 apiVersion: agentflow.dev/v1
@@ -52,7 +52,6 @@ def test_dot(files: Files) -> None:
     assert '"t:watch.dead" [label="watch.dead", shape=cylinder' in text
 
 
-@needs_cel
 def test_route_conditions_are_edge_labels(files: Files) -> None:
     path = files.write(ROUTED)
     mer = commands.graph(path, "mermaid", env={})

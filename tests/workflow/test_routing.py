@@ -14,9 +14,7 @@ from agentflow.workflow import check_file
 from agentflow.workflow.build import build_app
 from agentflow.workflow.commands import settle_time
 from agentflow.workflow.routing import RouteTable, is_field_path, key_function
-from tests.workflow.conftest import Files, needs_cel
-
-pytestmark = needs_cel
+from tests.workflow.conftest import Files
 
 WF = """
 apiVersion: agentflow.dev/v1

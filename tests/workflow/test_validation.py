@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agentflow.workflow import Severity, check_file
-from tests.workflow.conftest import Files, needs_cel
+from tests.workflow.conftest import Files
 
 HEAD = """
 apiVersion: agentflow.dev/v1
@@ -234,7 +234,6 @@ def test_bad_topic_name(files: Files) -> None:
     )
 
 
-@needs_cel
 def test_bad_cel(files: Files) -> None:
     [err] = _errors(
         files,
@@ -254,7 +253,6 @@ def test_bad_cel(files: Files) -> None:
     assert err.endswith("(expected a CEL expression over payload, headers, key and topic)")
 
 
-@needs_cel
 def test_bad_cel_idempotency_key(files: Files) -> None:
     [err] = _errors(
         files,
