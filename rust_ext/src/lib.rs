@@ -19,6 +19,7 @@ pub mod ids;
 pub mod partition;
 pub mod pick;
 pub mod plan;
+pub mod rawjson;
 pub mod router;
 pub mod scan;
 pub mod text;
