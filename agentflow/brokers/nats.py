@@ -38,6 +38,7 @@ from agentflow.brokers.base import (
 from agentflow.brokers.nats_config import NatsSettings, parse_nats_url
 from agentflow.brokers.nats_connect import open_connection, quiet_close
 from agentflow.brokers.nats_publish import KEY_HEADER, Publisher
+from agentflow.brokers.nats_pull import ConsumerGone, StandingPull
 from agentflow.brokers.nats_streams import StreamMapper, safe_name, validate_subject
 from agentflow.brokers.nats_suspects import Mark, NakMarks
 from agentflow.brokers.nats_wire import AckInfo, ack_info
@@ -173,6 +174,7 @@ class NatsSubscription(Subscription):
         self._idle.set()
         self._closed = False
         interval = max((config.ack_wait or 30.0) / 3.0, 0.2)
+        self._pull_requests = StandingPull(broker.nc, psub)
         self._heartbeat = asyncio.create_task(self._heartbeat_buffer(interval))
 
     def _settled(self, delivery: NatsDelivery) -> None:
@@ -230,8 +232,7 @@ class NatsSubscription(Subscription):
         if self._closed or max_messages <= 0:
             return []
         if not self._suspect_out and not self._buffer:
-            # nats-py may hand back more than asked (messages that arrived after an earlier
-            # fetch timed out); the buffer keeps the surplus for the next call.
+            # A standing request may deliver more than asked; the buffer keeps the surplus.
             pulled = await self._pull(1 if self._suspect_mode else max_messages, timeout)
             if pulled and self._outstanding:
                 self._drop_superseded(pulled)
@@ -262,24 +263,23 @@ class NatsSubscription(Subscription):
         """Keep messages held back in the buffer from timing out on the server."""
         while True:
             await asyncio.sleep(interval)
-            for msg, *_ in list(self._buffer):
+            # Delivered to the inbox but not fetched yet counts as held too.
+            held = [msg for msg, *_ in self._buffer] + self._pull_requests.queued()
+            for msg in held:
                 with contextlib.suppress(nats.errors.Error):
                     await msg.in_progress()
 
     async def _pull(self, max_messages: int, timeout: float) -> list[Msg]:
-        """One fetch request; timeouts and transient errors become an empty batch."""
+        """Take what the standing request delivered; transient errors become an empty batch."""
         timeout = max(timeout, 0.01)
         try:
-            msgs: list[Msg] = await self._psub.fetch(max_messages, timeout=timeout)
-            return msgs
-        except (nats.errors.TimeoutError, TimeoutError):
-            return []
+            return await self._pull_requests.pull(max_messages, timeout)
         except nats.errors.ConnectionClosedError:
             if self._closed:
                 return []
             raise BrokerError(f"NATS connection to {self._broker.display_url} is closed") from None
-        except APIError as exc:
-            # e.g. 409 "Consumer Deleted" after an operator removed it: create it again.
+        except ConsumerGone as exc:
+            # e.g. an operator removed the consumer: create it again.
             log.warning("fetch on %s/%s failed: %s; re-creating it", self.stream, self.durable, exc)
             await self._recreate()
             await asyncio.sleep(min(timeout, 1.0))

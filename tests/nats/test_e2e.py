@@ -217,7 +217,17 @@ async def test_chaos_sigkill_workers_exactly_once_effects_and_exact_dlq(
                 poison
             )
 
-        await wait_for(finished, 90, "all effects and all poison in the DLQ")
+        try:
+            await wait_for(finished, 90, "all effects and all poison in the DLQ")
+        except AssertionError as exc:
+            have = {str(r[0]) for r in query(db, "SELECT id FROM effects")}
+            missing = sorted(({f"o{i}" for i in range(n)} - poison) - have)
+            dead = sorted(await dlq_ids(broker, f"{prefix}.orders.dlq"))
+            logs = "\n".join(f"--- {w.log.name}\n{w.log.read_text()[-2500:]}" for w in workers)
+            raise AssertionError(
+                f"{exc}: {len(have)}/{expected} effects, missing {missing[:20]}; "
+                f"DLQ {dead} (poison {sorted(poison)})\n{logs}"
+            ) from None
         elapsed = time.monotonic() - t0
         await asyncio.sleep(3.0)  # late redeliveries would show up now
         rows = query(db, "SELECT id, value, writes FROM effects")
