@@ -6,6 +6,12 @@ acquire a key, exactly like the SQLite store's write transaction. A value record
 (running / free / done), the attempt count and an expiry in wall-clock epoch seconds (the
 lease for running keys, the TTL for done ones).
 
+Cost per message: a claim writes first, as a create (expected revision 0), since a new key is
+the common case; only when that write finds the key (a duplicate, a retry, an expired lease,
+a tombstone left by ``forget``) is the key read and the write repeated against its revision.
+A claim + complete pair on a new key is therefore two JetStream publishes, both answered on
+the broker publisher's shared reply inbox.
+
 JetStream 2.9 has no per-key TTL: the bucket's ``max_age`` (``?ttl=``, default 7 days) bounds
 how long any key is kept, so a completed key is remembered for ``min(ttl, bucket ttl)``.
 
@@ -15,6 +21,7 @@ connects on its own (same options as the broker URL, plus ``ttl``/``replicas``/`
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import itertools
@@ -34,10 +41,11 @@ from nats.js.errors import (
     BucketNotFoundError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
+    NotFoundError,
 )
 from nats.js.kv import KeyValue
 
-from agentflow.brokers.base import Broker, BrokerError
+from agentflow.brokers.base import Broker, BrokerError, PublishError
 from agentflow.brokers.nats import NatsBroker
 from agentflow.brokers.nats_config import parse_duration
 from agentflow.brokers.nats_publish import Publisher
@@ -54,6 +62,8 @@ _CAS_TRIES = 16
 # JetStream's "wrong last sequence" error codes (the compare-and-set lost).
 _WRONG_LAST = (10071, 10164)
 _EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
+# How long a failed write may spend finding out whether the bucket still exists.
+_DIAGNOSE_TIMEOUT = 1.0
 _KEY_SAFE = re.compile(r"^[A-Za-z0-9_=-]+$")
 _STORE_OPTIONS = {"ttl", "replicas", "storage", "bucket"}
 
@@ -148,32 +158,37 @@ class NatsKvStore(IdempotencyStore):
             await own.close()
 
     def _bucket(self) -> KeyValue:
+        """The open bucket handle (BrokerError before ``open``)."""
         if self._kv is None:
             raise BrokerError(f"KV bucket {self.bucket} is not open")
         return self._kv
 
-    async def _read(self, key: str) -> tuple[dict[str, Any] | None, int]:
-        """The stored record of ``key`` and its revision (0 when never written).
+    async def _read(self, key: str, k: str) -> tuple[dict[str, Any] | None, int]:
+        """The stored record of ``key`` (KV key ``k``) and its revision (0 when never written).
 
         A deleted key reads as no record with its tombstone's revision, the revision the next
         compare-and-set write must name.
         """
         try:
-            entry = await self._bucket().get(key)
+            entry = await self._bucket().get(k)
         except KeyNotFoundError as exc:
             tombstone = exc.entry
             return None, (tombstone.revision or 0) if tombstone is not None else 0
+        except nats.errors.Error as exc:
+            raise BrokerError(f"KV bucket {self.bucket}: cannot read key {key!r}: {exc}") from None
         try:
             record = orjson.loads(entry.value or b"")
         except orjson.JSONDecodeError:
             record = None
         return (record if isinstance(record, dict) else None), entry.revision or 0
 
-    async def _write(self, key: str, value: bytes, last: int | None = None) -> None:
-        """Put ``value`` (``last``: only if the key's revision is still ``last``, 0 = absent).
+    async def _write(self, key: str, k: str, value: bytes, last: int | None = None) -> None:
+        """Put ``value`` at KV key ``k`` (``last``: only if its revision is still ``last``).
 
-        Sent through the broker's windowed publisher: one JetStream publish and its PubAck,
-        without nats-py's per-request inbox future and timer.
+        ``last=0`` means "only if absent" (a create). Sent through the broker's windowed
+        publisher: one JetStream publish and its PubAck on the publisher's shared reply inbox,
+        without nats-py's per-request inbox future and timer. Errors name the bucket and
+        ``key`` (the caller's key, not its encoding).
         """
         kv = self._bucket()
         conn = self._conn
@@ -182,11 +197,31 @@ class NatsKvStore(IdempotencyStore):
             raise BrokerError(f"KV bucket {self.bucket} has no live NATS connection")
         headers = None if last is None else {_EXPECTED_LAST: str(last)}
         try:
-            await publisher.request(f"{kv._pre}{key}", value, headers)
+            await publisher.request(f"{kv._pre}{k}", value, headers)
         except APIError as exc:
             if exc.err_code in _WRONG_LAST:
                 raise KeyWrongLastSequenceError(description=exc.description) from None
-            raise
+            raise BrokerError(f"KV bucket {self.bucket} refused key {key!r}: {exc}") from None
+        except PublishError as exc:
+            raise await self._write_failed(key, exc) from None
+
+    async def _write_failed(self, key: str, exc: PublishError) -> BrokerError:
+        """The error to raise for a failed write: a vanished bucket, or ``exc`` with context.
+
+        The publisher reports a deleted bucket as "no stream accepts the subject"; asking for
+        the stream (only on this error path) tells that apart from an unanswered write.
+        """
+        conn = self._conn
+        if conn is not None and conn.connected:
+            try:
+                await asyncio.wait_for(conn.js.stream_info(f"KV_{self.bucket}"), _DIAGNOSE_TIMEOUT)
+            except NotFoundError:
+                return BrokerError(
+                    f"KV bucket {self.bucket} does not exist (deleted after the store opened?)"
+                )
+            except (nats.errors.Error, TimeoutError):
+                pass  # cannot tell: report the write's own error
+        return BrokerError(f"KV bucket {self.bucket}: cannot write key {key!r}: {exc}")
 
     async def claim(self, key: str, lease: float) -> Claim:
         """Acquire ``key`` with a revision-checked write, counting one more attempt.
@@ -199,7 +234,7 @@ class NatsKvStore(IdempotencyStore):
         for tries in range(_CAS_TRIES):
             now = self._clock()
             if tries:
-                record, revision = await self._read(k)
+                record, revision = await self._read(key, k)
             state, attempts = _decide(record, now)
             if state is not ClaimState.ACQUIRED:
                 return Claim(state, attempts)
@@ -210,7 +245,7 @@ class NatsKvStore(IdempotencyStore):
             before = self._held.get(key)
             self._held[key] = (owner, attempts)
             try:
-                await self._write(k, value, last=revision)
+                await self._write(key, k, value, last=revision)
             except KeyWrongLastSequenceError:
                 if self._held.get(key) == (owner, attempts):  # not taken over meanwhile
                     if before is None:
@@ -234,18 +269,19 @@ class NatsKvStore(IdempotencyStore):
             )
         _, attempts = self._held.pop(key, ("", 1))
         expires = self._clock() + ttl if ttl > 0 else 0
-        await self._write(kv_key(key), orjson.dumps({"s": _DONE, "a": attempts, "e": expires}))
+        value = orjson.dumps({"s": _DONE, "a": attempts, "e": expires})
+        await self._write(key, kv_key(key), value)
 
     async def release(self, key: str) -> None:
         """Free the lease now if this process still owns it, keeping the attempt count."""
         owner, _ = self._held.pop(key, ("", 0))
         k = kv_key(key)
-        record, revision = await self._read(k)
+        record, revision = await self._read(key, k)
         if record is None or record.get("s") != _RUNNING or record.get("o") != owner:
             return  # the lease expired and someone else holds the key now
         value = orjson.dumps({"s": _FREE, "a": int(record.get("a", 1)), "e": 0})
         try:
-            await self._write(k, value, last=revision)
+            await self._write(key, k, value, last=revision)
         except KeyWrongLastSequenceError:
             pass  # changed meanwhile: the other writer's state wins
 

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
+from nats.js.errors import KeyWrongLastSequenceError
 
+from agentflow.brokers.base import BrokerError
 from agentflow.brokers.nats import NatsBroker
 from agentflow.idempotency import ClaimState, store_from_url
 from agentflow.idempotency.nats_kv import NatsKvStore, bucket_name, from_url, kv_key
+from tests.unit import test_idempotency_stores as contract
 
 pytestmark = pytest.mark.nats
 
@@ -115,3 +120,140 @@ async def test_store_with_its_own_connection(nats_url: str) -> None:
         await b.js.delete_key_value(s.bucket)
         await b.close()
         await s.close()
+
+
+async def _sent(broker: NatsBroker, op: Awaitable[Any]) -> tuple[Any, int]:
+    """The result of ``op`` and how many messages (requests) it sent on the connection."""
+    before = broker.nc.stats["out_msgs"]
+    result = await op
+    return result, broker.nc.stats["out_msgs"] - before
+
+
+async def test_fresh_key_is_one_request_per_claim_and_per_completion(
+    store: NatsKvStore, broker: NatsBroker
+) -> None:
+    # Create-first: a new key must not be read before it is written (get + create = 2).
+    claim, sent = await _sent(broker, store.claim("agent:new", lease=30))
+    assert (claim.state, claim.attempts, sent) == (ClaimState.ACQUIRED, 1, 1)
+    _, sent = await _sent(broker, store.complete("agent:new", ttl=60))
+    assert sent == 1
+    # A duplicate costs the refused create plus one read.
+    claim, sent = await _sent(broker, store.claim("agent:new", lease=30))
+    assert (claim.state, sent) == (ClaimState.COMPLETED, 2)
+
+
+async def test_claim_after_forget_or_purge_writes_over_the_tombstone(
+    store: NatsKvStore, broker: NatsBroker
+) -> None:
+    kv = store._bucket()
+    assert (await store.claim("k", lease=30)).state is ClaimState.ACQUIRED
+    await store.complete("k", ttl=60)
+    await store.forget("k")
+    # The delete marker keeps the key's last sequence: a plain create (expect 0) is refused.
+    with pytest.raises(KeyWrongLastSequenceError):
+        await kv.update(kv_key("k"), b"{}", last=0)
+    # Another worker (no local state) claims it anew, with a fresh attempt count.
+    other = NatsKvStore(bucket=store.bucket, broker=broker)
+    await other.open()
+    claim = await other.claim("k", lease=30)
+    assert (claim.state, claim.attempts) == (ClaimState.ACQUIRED, 1)
+    assert (await store.claim("k", lease=30)).state is ClaimState.BUSY
+    await kv.purge(kv_key("k"))  # a purge marker: same story
+    claim = await store.claim("k", lease=30)
+    assert (claim.state, claim.attempts) == (ClaimState.ACQUIRED, 1)
+
+
+async def _two_stores(bucket: str, nats_url: str, clock: contract.Clock) -> list[NatsKvStore]:
+    """Two stores on the bucket, each with its own connection, sharing ``clock``."""
+    stores = []
+    for _ in range(2):
+        s = NatsKvStore(bucket=bucket, url=nats_url, clock=clock)
+        await s.open()
+        stores.append(s)
+    return stores
+
+
+async def test_two_stores_race_for_fresh_forgotten_and_expired_keys(
+    store: NatsKvStore, nats_url: str
+) -> None:
+    clock = contract.Clock()
+    a, b = await _two_stores(store.bucket, nats_url, clock)
+    try:
+        for i in range(20):
+            key = f"race-{i}"
+            # A fresh key: both send the create at once, the server takes exactly one.
+            results = await asyncio.gather(a.claim(key, lease=5), b.claim(key, lease=5))
+            states = sorted(r.state.value for r in results)
+            assert states == ["acquired", "busy"], results
+            assert all(r.attempts == 1 for r in results)
+            # An expired lease: both update against the same revision; one wins, attempt 2.
+            clock.now += 6
+            results = await asyncio.gather(a.claim(key, lease=5), b.claim(key, lease=5))
+            winners = [r for r in results if r.state is ClaimState.ACQUIRED]
+            assert len(winners) == 1 and winners[0].attempts == 2, results
+            # A tombstone: both write over the delete marker's revision; one wins.
+            await a.forget(key)
+            results = await asyncio.gather(a.claim(key, lease=5), b.claim(key, lease=5))
+            winners = [r for r in results if r.state is ClaimState.ACQUIRED]
+            assert len(winners) == 1 and winners[0].attempts == 1, results
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_expired_lease_is_taken_over_by_another_worker_with_its_attempts(
+    store: NatsKvStore, nats_url: str
+) -> None:
+    clock = contract.Clock()
+    a, b = await _two_stores(store.bucket, nats_url, clock)
+    try:
+        assert (await a.claim("k", lease=5)).attempts == 1
+        await a.release("k")  # a failed attempt, handed back
+        assert (await a.claim("k", lease=5)).attempts == 2
+        assert (await b.claim("k", lease=5)).state is ClaimState.BUSY
+        clock.now += 5.01  # worker a died holding the lease
+        claim = await b.claim("k", lease=5)
+        assert (claim.state, claim.attempts) == (ClaimState.ACQUIRED, 3)
+        await b.complete("k", ttl=60)
+        done = await a.claim("k", lease=5)
+        assert (done.state, done.attempts) == (ClaimState.COMPLETED, 3)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_errors_name_the_bucket_and_key(broker: NatsBroker) -> None:
+    s = NatsKvStore(bucket=f"AF_IDEM_gone{uuid.uuid4().hex[:6]}", broker=broker)
+    await s.open()
+    await broker.js.delete_key_value(s.bucket)
+    with pytest.raises(BrokerError, match=f"KV bucket {s.bucket} does not exist"):
+        await s.claim("agent:k", lease=5)
+    with pytest.raises(BrokerError, match=f"KV bucket {s.bucket} does not exist"):
+        await s.complete("agent:k", ttl=5)
+    await s.close()
+    with pytest.raises(BrokerError, match="is not open"):
+        await s.claim("agent:k", lease=5)
+
+
+# The store contract every store kind meets (tests/unit/test_idempotency_stores.py), on NATS
+# with a fake clock: leases and TTLs are logical expiries, so no sleeps are needed.
+_CONTRACT = [
+    contract.test_claim_complete,
+    contract.test_busy_while_leased,
+    contract.test_lease_expiry_counts_attempts,
+    contract.test_release_keeps_attempts,
+    contract.test_completed_ttl,
+    contract.test_non_positive_ttl_keeps_forever,
+    contract.test_forget,
+]
+
+
+@pytest.mark.parametrize("case", _CONTRACT, ids=lambda case: case.__name__)
+async def test_store_contract(
+    case: Callable[..., Awaitable[None]], store: NatsKvStore, broker: NatsBroker
+) -> None:
+    clock = contract.Clock()
+    on_clock = NatsKvStore(bucket=store.bucket, broker=broker, clock=clock)
+    await on_clock.open()
+    fixtures = {"store": on_clock, "clock": clock}
+    await case(**{name: fixtures[name] for name in inspect.signature(case).parameters})
