@@ -1,10 +1,12 @@
 """SQLite-file idempotency store: the embedded default that survives a restart.
 
 One connection per store, used only from one dedicated worker thread (sqlite3 objects are
-not shareable across threads). The file is in WAL mode; every claim runs in one
-``BEGIN IMMEDIATE`` transaction, which takes the write lock up front, so two stores (or
-processes) on one file can never both acquire a key. Times are wall-clock epoch seconds
-because the file outlives the process.
+not shareable across threads). The file is in WAL mode. Operations are group-committed:
+whatever callers queue while a batch is being written runs, in arrival order, inside the
+next single ``BEGIN IMMEDIATE ... COMMIT`` on that thread, so a busy pipeline pays one
+COMMIT and one thread hop per batch instead of per operation. ``BEGIN IMMEDIATE`` takes the
+write lock up front for the whole batch, so two stores (or processes) on one file can never
+both acquire a key. Times are wall-clock epoch seconds because the file outlives the process.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from agentflow.idempotency.base import Claim, ClaimState, IdempotencyStore
@@ -41,6 +44,29 @@ CREATE INDEX IF NOT EXISTS af_idempotency_done_expires
 # Expired completed keys are deleted at most this often, piggybacked on complete().
 _PURGE_INTERVAL = 60.0
 
+# An operation's statements, run on the store thread inside a transaction it does not own.
+_Step = Callable[[sqlite3.Connection], object]
+# A queued operation and the future its caller awaits.
+_Op = tuple[_Step, "asyncio.Future[Any]"]
+
+
+@dataclass(slots=True)
+class _Failed:
+    """An operation's exception, carried back from the store thread."""
+
+    error: Exception
+
+
+@dataclass(eq=False)
+class _Session:
+    """One open connection, its thread and the operations queued for its next batch."""
+
+    executor: ThreadPoolExecutor
+    conn: sqlite3.Connection
+    queue: list[_Op] = field(default_factory=list)
+    flusher: asyncio.Task[None] | None = None
+    closed: bool = False
+
 
 class SqliteStore(IdempotencyStore):
     """Idempotency keys in a SQLite file; a ``ttl <= 0`` keeps a completed key forever."""
@@ -53,47 +79,32 @@ class SqliteStore(IdempotencyStore):
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = os.fspath(path)
+        # Write transactions committed so far: one per batch, or one per operation when a
+        # failed batch falls back; shows how well operations are being grouped.
+        self.transactions = 0
         self._busy_timeout = busy_timeout
         self._clock = clock
-        self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None
+        self._session: _Session | None = None
+        self._open_lock: asyncio.Lock | None = None
         self._last_purge = 0.0
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``fn`` with the connection on the store's own thread, opening on first use."""
-        if self._executor is None:
-            await self.open()
-        executor = self._executor
-        if executor is None:
-            raise RuntimeError(f"idempotency store {self.path!r} could not be opened")
-
-        def call() -> _T:
-            # The executor is FIFO on one thread, so a concurrent open's connect ran first.
-            if self._conn is None:
-                raise RuntimeError(f"idempotency store {self.path!r} is not open")
-            return fn(self._conn)
-
-        return await asyncio.get_running_loop().run_in_executor(executor, call)
 
     async def open(self) -> None:
         """Create the file and table if needed; idempotent and safe to call concurrently."""
-        if self._executor is not None:
+        if self._session is not None:
             return
-        # Set before the first await, so concurrent callers queue behind this connect.
-        executor = self._executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="af-sqlite"
-        )
-
-        def connect() -> None:
-            self._conn = self._connect()
-
-        try:
-            await asyncio.get_running_loop().run_in_executor(executor, connect)
-        except BaseException:
-            if self._executor is executor:
-                self._executor = None
-            executor.shutdown(wait=False)
-            raise
+        if self._open_lock is None:
+            self._open_lock = asyncio.Lock()
+        # Concurrent first users wait for one connect; after a failure the next one retries.
+        async with self._open_lock:
+            if self._session is not None:
+                return
+            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="af-sqlite")
+            try:
+                conn = await asyncio.get_running_loop().run_in_executor(executor, self._connect)
+            except BaseException:
+                executor.shutdown(wait=False)
+                raise
+            self._session = _Session(executor, conn)
 
     def _connect(self) -> sqlite3.Connection:
         directory = os.path.dirname(self.path)
@@ -112,39 +123,86 @@ class SqliteStore(IdempotencyStore):
         return conn
 
     async def close(self) -> None:
-        """Close the connection and stop the worker thread."""
-        executor, conn = self._executor, self._conn
-        self._executor, self._conn = None, None
-        if executor is None:
+        """Run the operations already queued, then close the connection and stop the thread."""
+        session, self._session = self._session, None
+        if session is None:
             return
-        if conn is not None:
-            await asyncio.get_running_loop().run_in_executor(executor, conn.close)
-        executor.shutdown(wait=True)
+        loop = asyncio.get_running_loop()
+        try:
+            if session.flusher is not None:
+                # Queued callers are waiting for a result: let the flusher drain them. New
+                # operations cannot join: they open a new session.
+                await asyncio.shield(session.flusher)
+        finally:
+            # Set even if close() is cancelled: the flusher then fails what is left instead
+            # of scheduling onto a stopped thread. The thread is FIFO, so the connection
+            # closes after any batch still in flight.
+            session.closed = True
+            closing = loop.run_in_executor(session.executor, session.conn.close)
+            session.executor.shutdown(wait=False)
+        await closing
+
+    async def _submit(self, step: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Queue ``step`` for the next batch and wait for its own result."""
+        session = self._session
+        if session is None:
+            await self.open()
+            session = self._session
+            if session is None:  # closed while it was opening
+                raise RuntimeError(f"idempotency store {self.path!r} is not open")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        session.queue.append((step, future))
+        if session.flusher is None:
+            # No linger: the flusher runs on the next loop turn, taking whatever queued by
+            # then; later arrivals queue while it commits and form the next batch.
+            session.flusher = loop.create_task(self._flush(session))
+        return cast(_T, await future)
+
+    async def _flush(self, session: _Session) -> None:
+        """Commit queued operations batch by batch until the queue is empty."""
+        loop = asyncio.get_running_loop()
+        batch: list[_Op] = []
+        error: BaseException | None = None
+        try:
+            while session.queue and not session.closed:
+                # A caller cancelled before its batch starts is skipped, as an executor job
+                # cancelled before it starts never runs.
+                batch = [op for op in session.queue if not op[1].done()]
+                session.queue = []
+                if not batch:
+                    continue
+                try:
+                    outcomes, commits = await loop.run_in_executor(
+                        session.executor, _run_batch, session.conn, [op[0] for op in batch]
+                    )
+                except Exception as exc:  # e.g. a failed ROLLBACK: fail this batch only
+                    outcomes, commits = [_Failed(exc)] * len(batch), 0
+                self.transactions += commits
+                for (_, future), outcome in zip(batch, outcomes, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(outcome, _Failed):
+                        future.set_exception(outcome.error)
+                    else:
+                        future.set_result(outcome)
+                batch = []
+        except BaseException as exc:  # cancelled with the loop: nobody may wait forever
+            error = exc
+            raise
+        finally:
+            session.flusher = None
+            left = [op for op in (*batch, *session.queue) if not op[1].done()]
+            session.queue = []
+            for _, future in left:
+                failure = RuntimeError(f"idempotency store {self.path!r} closed before the write")
+                failure.__cause__ = error
+                future.set_exception(failure)
 
     async def claim(self, key: str, lease: float) -> Claim:
-        """Claim ``key`` for ``lease`` seconds in one write transaction."""
+        """Claim ``key`` for ``lease`` seconds, atomically with the rest of its batch."""
         now = self._clock()
-
-        def tx(conn: sqlite3.Connection) -> Claim:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                row = conn.execute(
-                    "SELECT state, attempts, expires FROM af_idempotency WHERE key = ?", (key,)
-                ).fetchone()
-                claim = _decide(row, now)
-                if claim.state is ClaimState.ACQUIRED:
-                    conn.execute(
-                        "INSERT OR REPLACE INTO af_idempotency VALUES (?, ?, ?, ?)",
-                        (key, _PENDING, claim.attempts, now + lease),
-                    )
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            return claim
-
-        return await self._run(tx)
+        return await self._submit(lambda conn: _claim(conn, key, now, lease))
 
     async def complete(self, key: str, ttl: float) -> None:
         """Mark ``key`` completed for ``ttl`` seconds, keeping its attempt count."""
@@ -153,45 +211,103 @@ class SqliteStore(IdempotencyStore):
         purge = now - self._last_purge >= _PURGE_INTERVAL
         if purge:
             self._last_purge = now
-
-        def tx(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute(
-                    "INSERT INTO af_idempotency VALUES (?, ?, 1, ?) ON CONFLICT (key) DO UPDATE"
-                    " SET state = excluded.state, expires = excluded.expires",
-                    (key, _DONE, expires),
-                )
-                if purge:
-                    conn.execute(
-                        "DELETE FROM af_idempotency WHERE state = ? AND expires <= ?",
-                        (_DONE, now),
-                    )
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-
-        await self._run(tx)
+        await self._submit(lambda conn: _complete(conn, key, expires, now if purge else None))
 
     async def release(self, key: str) -> None:
         """End the lease now, keeping the attempt count for the next claim."""
         now = self._clock()
-
-        def tx(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "UPDATE af_idempotency SET expires = ? WHERE key = ? AND state = ?",
-                (now, key, _PENDING),
-            )
-
-        await self._run(tx)
+        await self._submit(lambda conn: _release(conn, key, now))
 
     async def forget(self, key: str) -> None:
         """Drop ``key`` and its attempt count."""
-        await self._run(
-            lambda conn: conn.execute("DELETE FROM af_idempotency WHERE key = ?", (key,))
+        await self._submit(lambda conn: _forget(conn, key))
+
+
+def _run_batch(conn: sqlite3.Connection, steps: list[_Step]) -> tuple[list[object], int]:
+    """On the store thread: every step in one transaction; outcomes and commits made."""
+    if len(steps) > 1:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except Exception as exc:
+            # No write lock within busy_timeout: retrying op by op would wait that long
+            # once per operation, so the whole batch fails, as each op alone would have.
+            return [_Failed(exc)] * len(steps), 0
+        try:
+            results = [step(conn) for step in steps]
+            conn.execute("COMMIT")
+            return results, 1
+        except Exception:
+            # Some step failed (or the COMMIT did): undo everything and rerun the steps
+            # one transaction each below, so only the failing one reports an error.
+            _rollback(conn)
+        except BaseException:
+            _rollback(conn)
+            raise
+    outcomes = [_run_alone(conn, step) for step in steps]
+    return outcomes, sum(not isinstance(o, _Failed) for o in outcomes)
+
+
+def _run_alone(conn: sqlite3.Connection, step: _Step) -> object:
+    """On the store thread: one step in its own transaction; its result or its failure."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        result = step(conn)
+        conn.execute("COMMIT")
+    except Exception as exc:
+        _rollback(conn)
+        return _Failed(exc)
+    except BaseException:
+        _rollback(conn)
+        raise
+    return result
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    # Some errors (SQLITE_FULL, IOERR, ...) already ended the transaction.
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
+def _claim(conn: sqlite3.Connection, key: str, now: float, lease: float) -> Claim:
+    """Decide and record a claim; runs inside the caller's write transaction."""
+    row = conn.execute(
+        "SELECT state, attempts, expires FROM af_idempotency WHERE key = ?", (key,)
+    ).fetchone()
+    claim = _decide(row, now)
+    if claim.state is ClaimState.ACQUIRED:
+        conn.execute(
+            "INSERT OR REPLACE INTO af_idempotency VALUES (?, ?, ?, ?)",
+            (key, _PENDING, claim.attempts, now + lease),
         )
+    return claim
+
+
+def _complete(
+    conn: sqlite3.Connection, key: str, expires: float | None, purge_before: float | None
+) -> None:
+    """Record a completion, and purge expired completions when due; inside a transaction."""
+    conn.execute(
+        "INSERT INTO af_idempotency VALUES (?, ?, 1, ?) ON CONFLICT (key) DO UPDATE"
+        " SET state = excluded.state, expires = excluded.expires",
+        (key, _DONE, expires),
+    )
+    if purge_before is not None:
+        conn.execute(
+            "DELETE FROM af_idempotency WHERE state = ? AND expires <= ?", (_DONE, purge_before)
+        )
+
+
+def _release(conn: sqlite3.Connection, key: str, now: float) -> None:
+    """End a pending key's lease at ``now``; inside a transaction."""
+    # Returns None, not the cursor: sqlite3 objects must not leave the store thread.
+    conn.execute(
+        "UPDATE af_idempotency SET expires = ? WHERE key = ? AND state = ?", (now, key, _PENDING)
+    )
+
+
+def _forget(conn: sqlite3.Connection, key: str) -> None:
+    """Delete a key's row; inside a transaction."""
+    conn.execute("DELETE FROM af_idempotency WHERE key = ?", (key,))
 
 
 def _decide(row: tuple[int, int, float | None] | None, now: float) -> Claim:
