@@ -211,6 +211,14 @@ class NatsSubscription(Subscription):
             await self._marks.write(self.stream, self.durable, seq, mark)
             await msg.nak()
 
+    async def _mark_handed_out(self, held: _Held) -> None:
+        """Record that a suspect reaches the runtime, so its next delivery knows it was seen."""
+        _, _, free, (_, delivered, seq) = held
+        await self._marks.write(self.stream, self.durable, seq, Mark(delivered, free, True))
+        # The handler may kill the process at once: the record must be out before it runs.
+        with contextlib.suppress(nats.errors.Error, TimeoutError):
+            await self._broker.nc.flush(timeout=1)
+
     def _drop_superseded(self, pulled: list[Msg]) -> None:
         """Forget held deliveries the server has since handed out again (they expired)."""
         seqs = {ack_info(m)[2] for m in pulled}
@@ -250,6 +258,7 @@ class NatsSubscription(Subscription):
                 suspect = self._buffer.popleft()
                 while self._buffer:
                     await self._hand_back(self._buffer.popleft())
+                await self._mark_handed_out(suspect)
                 out.append(self._hand_out(suspect))
                 break
             out.append(self._hand_out(self._buffer.popleft()))

@@ -232,6 +232,15 @@ class Publisher:
         fut.add_done_callback(self._slot_done)
         return fut
 
+    async def send_unconfirmed(self, subject: str, payload: bytes) -> None:
+        """Publish one message without a reply subject: no PubAck is sent or awaited."""
+        if not self._nc.is_connected:
+            raise PublishError(f"cannot publish to {subject!r}: NATS is not connected")
+        try:
+            await send_pub(self._nc, subject, "", b"", payload)
+        except nats.errors.Error as exc:
+            raise PublishError(f"cannot publish to {subject!r}: {exc!r}") from None
+
     async def request(
         self,
         subject: str,

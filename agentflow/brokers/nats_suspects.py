@@ -9,6 +9,10 @@ without a recorded nak — out alone, holding nothing else, and hands back the r
 buffer first. Those hand-backs are deliveries the runtime never saw, so they are not charged:
 the delivery count the runtime gets is ``num_delivered - free``.
 
+A suspect handed out is recorded too (and flushed before its handler runs), so a delivery
+that left no record was pulled but never seen — it sat in the buffer of a worker that died
+while a suspect ran — and is free as well: crash loops cost the killer, not its neighbours.
+
 The record of every settle-by-nak lives in this process and, for the other workers of the
 group, in a small KV bucket written without waiting for a PubAck (a lost record only makes a
 redelivery look like a crash: slower, never unsafe).
@@ -121,7 +125,13 @@ class NakMarks:
             except (KeyNotFoundError, APIError, nats.errors.Error):
                 pass
         if mark is None:
-            return True, 0
+            # Delivery 1 went out as a fresh message: charged. A later delivery was a suspect,
+            # and a suspect leaves a mark when it is handed out, so without one it never
+            # reached a runtime (pulled into a worker's buffer that died with it): free.
+            return True, max(delivered - 2, 0)
         if mark.delivered == delivered - 1:
             return mark.suspect, mark.free
-        return True, mark.free  # a later delivery ended without a mark: it crashed
+        # Deliveries after the mark that left none: the first was handed out unmarked when the
+        # mark made it a plain retry (charged); every other one was a suspect never handed out.
+        unmarked = delivered - 1 - mark.delivered
+        return True, mark.free + unmarked - (0 if mark.suspect else 1)

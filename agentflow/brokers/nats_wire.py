@@ -40,7 +40,7 @@ def encode_headers(headers: Mapping[str, str]) -> bytes:
 
 
 async def send_pub(nc: Client, subject: str, reply: str, block: bytes, payload: bytes) -> None:
-    """Queue ``PUB``/``HPUB`` on ``nc`` (``block`` empty: no headers); validated by the caller.
+    """Queue ``PUB``/``HPUB`` on ``nc`` (``block``/``reply`` empty: none); validated by the caller.
 
     Mirrors ``Client.publish`` + ``_send_publish`` minus the per-call validation: the subject
     was checked once per topic, the header block once per message, the size against
@@ -50,11 +50,12 @@ async def send_pub(nc: Client, subject: str, reply: str, block: bytes, payload: 
         raise nats.errors.ConnectionClosedError
     if nc.is_draining_pubs:
         raise nats.errors.ConnectionDrainingError
+    target = f"{subject} {reply}" if reply else subject
     if block:
-        head = f"HPUB {subject} {reply} {len(block)} {len(block) + len(payload)}\r\n"
+        head = f"HPUB {target} {len(block)} {len(block) + len(payload)}\r\n"
         cmd = b"".join((head.encode(), block, payload, _CRLF))
     else:
-        cmd = b"".join((f"PUB {subject} {reply} {len(payload)}\r\n".encode(), payload, _CRLF))
+        cmd = b"".join((f"PUB {target} {len(payload)}\r\n".encode(), payload, _CRLF))
     nc.stats["out_msgs"] += 1
     nc.stats["out_bytes"] += len(payload)
     await nc._send_command(cmd)

@@ -9,8 +9,9 @@ lease for running keys, the TTL for done ones).
 Cost per message: a claim writes first, as a create (expected revision 0), since a new key is
 the common case; only when that write finds the key (a duplicate, a retry, an expired lease,
 a tombstone left by ``forget``) is the key read and the write repeated against its revision.
-A claim + complete pair on a new key is therefore two JetStream publishes, both answered on
-the broker publisher's shared reply inbox.
+A claim + complete pair on a new key is therefore two JetStream publishes; the claim is
+answered on the broker publisher's shared reply inbox, the completion is not awaited when it
+shares the broker's connection (``?confirm=true`` waits for it; see ``complete``).
 
 JetStream 2.9 has no per-key TTL: the bucket's ``max_age`` (``?ttl=``, default 7 days) bounds
 how long any key is kept, so a completed key is remembered for ``min(ttl, bucket ttl)``.
@@ -65,7 +66,7 @@ _EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
 # How long a failed write may spend finding out whether the bucket still exists.
 _DIAGNOSE_TIMEOUT = 1.0
 _KEY_SAFE = re.compile(r"^[A-Za-z0-9_=-]+$")
-_STORE_OPTIONS = {"ttl", "replicas", "storage", "bucket"}
+_STORE_OPTIONS = {"ttl", "replicas", "storage", "bucket", "confirm"}
 
 
 def kv_key(key: str) -> str:
@@ -94,6 +95,7 @@ class NatsKvStore(IdempotencyStore):
         replicas: int = 1,
         storage: str = "file",
         clock: Callable[[], float] = time.time,
+        confirm_completions: bool = False,
     ) -> None:
         if broker is None and url is None:
             raise ValueError("NatsKvStore needs a NATS broker or a nats:// URL")
@@ -104,6 +106,7 @@ class NatsKvStore(IdempotencyStore):
         self._replicas = replicas
         self._storage = storage
         self._clock = clock
+        self.confirm_completions = confirm_completions
         self._own: NatsBroker | None = None
         self._kv: KeyValue | None = None
         self._conn: NatsBroker | None = None
@@ -270,7 +273,22 @@ class NatsKvStore(IdempotencyStore):
         _, attempts = self._held.pop(key, ("", 1))
         expires = self._clock() + ttl if ttl > 0 else 0
         value = orjson.dumps({"s": _DONE, "a": attempts, "e": expires})
-        await self._write(key, kv_key(key), value)
+        conn = self._conn
+        if self.confirm_completions or conn is None or conn is not self._broker:
+            await self._write(key, kv_key(key), value)
+            return
+        # Sharing the broker's connection: the completion leaves before the input's ack on the
+        # same ordered stream, so waiting for its PubAck buys nothing but a round trip (a
+        # third of the store's cost). Lost only with the connection, and then the ack is lost
+        # too: the redelivery finds the key leased and runs again once the lease expires,
+        # like a crash after the handler; its outputs carry the same ids and are deduplicated.
+        publisher = conn.publisher
+        if publisher is None:
+            raise BrokerError(f"KV bucket {self.bucket} has no live NATS connection")
+        try:
+            await publisher.send_unconfirmed(f"{self._bucket()._pre}{kv_key(key)}", value)
+        except PublishError as exc:
+            raise BrokerError(f"KV bucket {self.bucket}: cannot write key {key!r}: {exc}") from None
 
     async def release(self, key: str) -> None:
         """Free the lease now if this process still owns it, keeping the attempt count."""
@@ -311,7 +329,7 @@ def _decide(record: dict[str, Any] | None, now: float) -> tuple[ClaimState, int]
 
 
 def from_url(url: str, broker: Broker | None = None, app_name: str | None = None) -> NatsKvStore:
-    """Build a store from ``nats-kv://[host:port][/bucket][?ttl=7d&replicas=1&storage=file]``."""
+    """Build a store from ``nats-kv://[host:port][/bucket][?ttl=7d&replicas=1&confirm=false]``."""
     parts = urlsplit(url)
     if parts.scheme != "nats-kv":
         raise ValueError(f"bad NATS KV store URL {url!r}: expected nats-kv://")
@@ -333,4 +351,5 @@ def from_url(url: str, broker: Broker | None = None, app_name: str | None = None
         bucket_ttl=parse_duration(ttl, "ttl") if ttl else DEFAULT_BUCKET_TTL,
         replicas=int(store_opts.get("replicas", "1")),
         storage=store_opts.get("storage", "file"),
+        confirm_completions=store_opts.get("confirm", "false").lower() in ("1", "true", "yes"),
     )

@@ -142,6 +142,51 @@ async def test_fresh_key_is_one_request_per_claim_and_per_completion(
     assert (claim.state, sent) == (ClaimState.COMPLETED, 2)
 
 
+async def test_completion_on_the_broker_connection_is_not_awaited_but_stored(
+    store: NatsKvStore, broker: NatsBroker, nats_url: str
+) -> None:
+    publisher = broker.publisher
+    assert publisher is not None and not store.confirm_completions
+    await store.claim("agent:k", lease=30)
+    waiting_before = len(publisher._waiting)
+    sent_before = broker.nc.stats["out_msgs"]
+    await store.complete("agent:k", ttl=60)
+    # One publish, and no PubAck is being waited for: it carried no reply subject.
+    assert broker.nc.stats["out_msgs"] - sent_before == 1
+    assert len(publisher._waiting) == waiting_before
+    # Yet it is stored: another worker on its own connection sees the key completed.
+    other = NatsKvStore(bucket=store.bucket, url=nats_url)
+    await other.open()
+    try:
+        state = None
+        for _ in range(40):  # bounded: the server stores it within milliseconds
+            claim = await other.claim("agent:k", lease=30)
+            state = claim.state
+            if state is ClaimState.COMPLETED:
+                break
+            await asyncio.sleep(0.05)
+        assert state is ClaimState.COMPLETED
+    finally:
+        await other.close()
+
+
+async def test_confirmed_completions_wait_for_the_puback(broker: NatsBroker) -> None:
+    s = from_url("nats-kv://?confirm=true", broker=broker, app_name=f"t{uuid.uuid4().hex[:8]}")
+    assert s.confirm_completions
+    await s.open()
+    try:
+        await s.claim("agent:c", lease=30)
+        publisher = broker.publisher
+        assert publisher is not None
+        replies_before = broker.nc.stats["in_msgs"]
+        await s.complete("agent:c", ttl=60)
+        assert broker.nc.stats["in_msgs"] - replies_before >= 1, "the PubAck was awaited"
+        assert (await s.claim("agent:c", lease=30)).state is ClaimState.COMPLETED
+    finally:
+        await broker.js.delete_key_value(s.bucket)
+        await s.close()
+
+
 async def test_claim_after_forget_or_purge_writes_over_the_tombstone(
     store: NatsKvStore, broker: NatsBroker
 ) -> None:
@@ -228,6 +273,8 @@ async def test_errors_name_the_bucket_and_key(broker: NatsBroker) -> None:
     await broker.js.delete_key_value(s.bucket)
     with pytest.raises(BrokerError, match=f"KV bucket {s.bucket} does not exist"):
         await s.claim("agent:k", lease=5)
+    # A confirmed completion reports it too (an unconfirmed one cannot: nobody answers).
+    s.confirm_completions = True
     with pytest.raises(BrokerError, match=f"KV bucket {s.bucket} does not exist"):
         await s.complete("agent:k", ttl=5)
     await s.close()
