@@ -338,8 +338,15 @@ class Processor:
             content_type = envelope.OCTET_STREAM if isinstance(value, bytes) else envelope.JSON
             for target in topics:
                 out_headers = _native.output_headers(
-                    message_id, agent, len(out), out_key, correlation, ts, content_type,
-                    d.headers, headers,
+                    message_id,
+                    agent,
+                    len(out),
+                    out_key,
+                    correlation,
+                    ts,
+                    content_type,
+                    d.headers,
+                    headers,
                 )
                 out.append(OutMessage(target, payload, out_headers, out_key))
         return out

@@ -205,9 +205,7 @@ class AgentWorker:
                 try:
                     await process(d, task, deadlines, env)
                 except Exception:
-                    log.exception(
-                        "agent %s: unexpected error processing a message", self.spec.name
-                    )
+                    log.exception("agent %s: unexpected error processing a message", self.spec.name)
                 finally:
                     self._done(d)
                     if key is not None:

@@ -18,7 +18,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_sigterm_finishes_in_flight_handlers_within_grace() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.unit.apps.slow_app"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     started = 0

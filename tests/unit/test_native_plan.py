@@ -174,7 +174,7 @@ def test_named_members_and_dotted_names_stay_apart() -> None:
 
 
 def test_process_errors_and_batch() -> None:
-    plan = n.MessagePlan(['payload.a == 1', None], key_path="id")
+    plan = n.MessagePlan(["payload.a == 1", None], key_path="id")
     ok = ({"af-id": "x"}, b'{"a": 1, "id": 7}', None, "t")
     assert plan.process(*ok) == ("x", None, None, None, 0, "7")
     with pytest.raises(ValueError, match="af-attempt"):
@@ -202,8 +202,15 @@ def test_decode_returns_the_header_objects() -> None:
 
 
 def reference_output_headers(
-    parent: str, agent: str, index: int, key: str | None, corr: str, ts: int, ct: str,
-    trace: dict[str, str], extra: dict[str, str] | None,
+    parent: str,
+    agent: str,
+    index: int,
+    key: str | None,
+    corr: str,
+    ts: int,
+    ct: str,
+    trace: dict[str, str],
+    extra: dict[str, str] | None,
 ) -> dict[str, str]:
     carried: dict[str, str] = {}
     if "traceparent" in trace:
@@ -211,7 +218,14 @@ def reference_output_headers(
         if "tracestate" in trace:
             carried["tracestate"] = trace["tracestate"]
     return n.encode_headers(
-        n.derive_id(parent, agent, index), key, 1, corr, parent, agent, ts, ct,
+        n.derive_id(parent, agent, index),
+        key,
+        1,
+        corr,
+        parent,
+        agent,
+        ts,
+        ct,
         {**carried, **(extra or {})},
     )
 
@@ -227,7 +241,11 @@ def reference_output_headers(
     st.none() | st.dictionaries(st.sampled_from(["AF-TS", "x", "tracestate"]), st.text(max_size=5)),
 )
 def test_output_headers_match_reference(
-    parent: str, agent: str, index: int, key: str | None, trace: dict[str, str],
+    parent: str,
+    agent: str,
+    index: int,
+    key: str | None,
+    trace: dict[str, str],
     extra: dict[str, str] | None,
 ) -> None:
     args = (parent, agent, index, key, "corr", 1_700_000_000_000, "application/json")
@@ -252,8 +270,11 @@ def test_dedup_window_default_clock_is_monotonic() -> None:
     st.lists(st.none() | garbage_text, max_size=3),
     st.none() | garbage_text,
     st.binary(max_size=48) | json_value.map(lambda v: json.dumps(v).encode()),
-    st.dictionaries(st.text(max_size=8) | st.sampled_from(["af-attempt", "AF-ID"]),
-                    header_values_any, max_size=4),
+    st.dictionaries(
+        st.text(max_size=8) | st.sampled_from(["af-attempt", "AF-ID"]),
+        header_values_any,
+        max_size=4,
+    ),
     st.none() | st.text(max_size=5),
 )
 def test_fuzz_message_plan(
