@@ -179,7 +179,7 @@ echo "agentflow tests in $REPO ($("$PYTHON" --version 2>&1); CI=${CI:-})"
 if want install; then run_step install do_install; else skip install; fi
 if want services; then run_step services do_services; else skip services; fi
 if want ruff; then run_step ruff "$PYTHON" -m ruff check agentflow tests; else skip ruff; fi
-if want mypy; then run_step mypy "$PYTHON" -m mypy agentflow; else skip mypy; fi
+if want mypy; then run_step mypy "$PYTHON" -m mypy agentflow tests; else skip mypy; fi
 if want stubtest; then run_step stubtest "$PYTHON" -m mypy.stubtest agentflow._native; else skip stubtest; fi
 if want cargo; then run_step cargo do_cargo; else skip cargo; fi
 if want pytest; then run_step pytest do_pytest "$@"; else skip pytest; fi

@@ -289,13 +289,13 @@ async def test_attempt_record_counts_deliveries_that_killed_the_worker(kafka_url
         # out one at a time, so the later crashes counted against the first record only.
         assert offset == 0 and meta == "af1 0:3 1-2:1", meta
         sub = await broker.subscribe(topic, group, ack_wait=30, max_in_flight=10, max_deliver=50)
-        counts = []
+        delivered: list[tuple[bytes, int]] = []
         for _ in range(3):
             d = (await fetch_n(sub, 1, timeout=30))[0]
             assert await sub.fetch(10, 0.3) == [], "a suspect runs alone"
-            counts.append((d.payload, d.delivery_count))
+            delivered.append((d.payload, d.delivery_count))
             await d.ack()
-        assert counts == [(b"m0", 4), (b"m1", 2), (b"m2", 2)]
+        assert delivered == [(b"m0", 4), (b"m1", 2), (b"m2", 2)]
         await sub.close()
     finally:
         await broker.close()

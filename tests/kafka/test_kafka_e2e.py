@@ -53,8 +53,9 @@ async def test_rebalance_leave_and_rejoin_loses_nothing_keeps_key_order(
         sent = 0
         for seq in range(per_key):
             for k in range(keys):
-                item = {"id": f"{prefix}-{k}-{seq}", "key": f"k{k}", "seq": seq}
-                await producer.publish(f"{prefix}.in", item, key=f"k{k}", message_id=item["id"])
+                mid = f"{prefix}-{k}-{seq}"
+                item = {"id": mid, "key": f"k{k}", "seq": seq}
+                await producer.publish(f"{prefix}.in", item, key=f"k{k}", message_id=mid)
                 sent += 1
             if seq == 10:
                 assert workers.stop(1) == 0, "worker 1 leaves the group gracefully"
@@ -63,7 +64,8 @@ async def test_rebalance_leave_and_rejoin_loses_nothing_keeps_key_order(
             await asyncio.sleep(0.08)
 
         def all_done() -> bool:
-            return query(db, "SELECT COUNT(DISTINCT id) FROM runs")[0][0] >= sent
+            handled: int = query(db, "SELECT COUNT(DISTINCT id) FROM runs")[0][0]
+            return handled >= sent
 
         await wait_for(all_done, 60, "every message handled", workers)
         await asyncio.sleep(1.0)
@@ -142,7 +144,8 @@ async def test_chaos_sigkill_workers_exact_effects_and_dlq(
         assert workers.kills >= 5
 
         def effects_done() -> bool:
-            return query(db, "SELECT COUNT(*) FROM effects")[0][0] >= len(wanted)
+            effects: int = query(db, "SELECT COUNT(*) FROM effects")[0][0]
+            return effects >= len(wanted)
 
         await wait_for(effects_done, 100, "every effect", workers)
         checker = await connected(url)

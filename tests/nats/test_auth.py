@@ -55,7 +55,7 @@ async def test_token_in_url_and_query(private_server: Make) -> None:
 
 
 async def test_nkey_seed_file_and_env(private_server: Make, tmp_path: Path) -> None:
-    import nkeys  # a dependency: nats-py[nkeys]
+    import nkeys  # type: ignore[import-untyped]  # nats-py[nkeys]; ships no type hints
 
     seed: bytes = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
     public = nkeys.from_seed(bytearray(seed)).public_key.decode()
