@@ -65,3 +65,28 @@ def test_unresolvable_input_annotation_is_a_clear_error() -> None:
         @app.agent(consumes="x")
         async def bad(msg: NoSuchType) -> None:  # type: ignore[name-defined]  # noqa: F821
             return None
+
+
+async def test_start_freezes_the_cycle_collector_unless_told_not_to() -> None:
+    import gc
+
+    gc.unfreeze()
+    try:
+        quiet = App("nofreeze", freeze_gc=False)
+
+        @quiet.agent("gc.in")
+        async def a(msg: dict[str, int]) -> None:
+            return None
+
+        async with quiet:
+            assert gc.get_freeze_count() == 0
+        app = App("freezes")
+
+        @app.agent("gc.in")
+        async def b(msg: dict[str, int]) -> None:
+            return None
+
+        async with app:
+            assert gc.get_freeze_count() > 0, "start-up objects moved out of the collector"
+    finally:
+        gc.unfreeze()
