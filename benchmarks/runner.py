@@ -300,6 +300,10 @@ async def run_contender(side: Side, contender: str, repeat: int, s: Settings) ->
             await _wait_settled(side, topics)
             if complete:
                 live_rate = rate_from_samples(samples, s.n)
+                if not live_rate > 0:
+                    # Everything arrived between two polls (tiny N, fast contender): the
+                    # whole run's average is the only estimate there is.
+                    live_rate = s.n / max(result.wall_s, 1e-3)
                 await _paced_phases(side, topics, run, s, live_rate, result, expected)
             await _wait_settled(side, topics)
             result.peak_rss_mib = child.peak_rss_mib()
