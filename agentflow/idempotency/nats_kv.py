@@ -185,13 +185,16 @@ class NatsKvStore(IdempotencyStore):
             record = None
         return (record if isinstance(record, dict) else None), entry.revision or 0
 
-    async def _write(self, key: str, k: str, value: bytes, last: int | None = None) -> None:
+    async def _write(
+        self, key: str, k: str, value: bytes, last: int | None = None, *, confirm: bool = True
+    ) -> None:
         """Put ``value`` at KV key ``k`` (``last``: only if its revision is still ``last``).
 
         ``last=0`` means "only if absent" (a create). Sent through the broker's windowed
         publisher: one JetStream publish and its PubAck on the publisher's shared reply inbox,
-        without nats-py's per-request inbox future and timer. Errors name the bucket and
-        ``key`` (the caller's key, not its encoding).
+        without nats-py's per-request inbox future and timer; ``confirm=False`` (plain put
+        only) sends it without a reply subject. Errors name the bucket and ``key`` (the
+        caller's key, not its encoding).
         """
         kv = self._bucket()
         conn = self._conn
@@ -200,6 +203,9 @@ class NatsKvStore(IdempotencyStore):
             raise BrokerError(f"KV bucket {self.bucket} has no live NATS connection")
         headers = None if last is None else {_EXPECTED_LAST: str(last)}
         try:
+            if not confirm and headers is None:
+                await publisher.send_unconfirmed(f"{kv._pre}{k}", value)
+                return
             await publisher.request(f"{kv._pre}{k}", value, headers)
         except APIError as exc:
             if exc.err_code in _WRONG_LAST:
@@ -273,22 +279,13 @@ class NatsKvStore(IdempotencyStore):
         _, attempts = self._held.pop(key, ("", 1))
         expires = self._clock() + ttl if ttl > 0 else 0
         value = orjson.dumps({"s": _DONE, "a": attempts, "e": expires})
-        conn = self._conn
-        if self.confirm_completions or conn is None or conn is not self._broker:
-            await self._write(key, kv_key(key), value)
-            return
-        # Sharing the broker's connection: the completion leaves before the input's ack on the
+        # On the broker's own connection the completion leaves before the input's ack on the
         # same ordered stream, so waiting for its PubAck buys nothing but a round trip (a
         # third of the store's cost). Lost only with the connection, and then the ack is lost
         # too: the redelivery finds the key leased and runs again once the lease expires,
         # like a crash after the handler; its outputs carry the same ids and are deduplicated.
-        publisher = conn.publisher
-        if publisher is None:
-            raise BrokerError(f"KV bucket {self.bucket} has no live NATS connection")
-        try:
-            await publisher.send_unconfirmed(f"{self._bucket()._pre}{kv_key(key)}", value)
-        except PublishError as exc:
-            raise BrokerError(f"KV bucket {self.bucket}: cannot write key {key!r}: {exc}") from None
+        shared = self._conn is not None and self._conn is self._broker
+        await self._write(key, kv_key(key), value, confirm=self.confirm_completions or not shared)
 
     async def release(self, key: str) -> None:
         """Free the lease now if this process still owns it, keeping the attempt count."""
