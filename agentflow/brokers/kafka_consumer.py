@@ -291,10 +291,13 @@ class KafkaSubscription(Subscription):
             self._expire()
             out, wait = self._take(max(max_messages, 1))
             if out:
-                # The attempt record of the partitions handed out from: written before any
-                # handler can start, and crash. Partitions that only saw acks since their
-                # last commit ride on the periodic commit (nothing to protect there).
-                await self._commit({id(d.part): d.part for d in out}.values())
+                # The attempt record, written before any handler can start, and crash: of the
+                # partitions handed out from, and of every partition acked since its last
+                # commit (one request either way). Otherwise a crash in the new batch would
+                # charge those finished messages another attempt: an innocent message that
+                # finished just before a crash-looping suspect was handed out would be run
+                # again and charged on every round, until it was dead-lettered too.
+                await self._commit(self.parts.values())
                 ready: list[Delivery] = []
                 for d in out:
                     part = d.part

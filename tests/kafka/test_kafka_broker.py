@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -299,6 +300,62 @@ async def test_attempt_record_counts_deliveries_that_killed_the_worker(kafka_url
         await sub.close()
     finally:
         await broker.close()
+
+
+def key_for(partition: int, partitions: int) -> str:
+    """A message key the default partitioner sends to ``partition``."""
+    from aiokafka.partitioner import murmur2
+
+    for i in itertools.count():
+        key = f"k{i}"
+        if (murmur2(key.encode()) & 0x7FFFFFFF) % partitions == partition:
+            return key
+    raise AssertionError("unreachable")
+
+
+async def test_a_suspect_goes_out_only_after_finished_work_is_recorded(kafka_url: str) -> None:
+    # Periodic commits out of the way: only the hand-out commit can record the ack.
+    url = fast(kafka_url, partitions=2, commit_interval="60s")
+    broker = await connected(url)
+    topic, group = name(), name("g")
+    try:
+        await broker.ensure_topics([topic])
+        # An earlier owner of partition 1 was handed offset 0 once and died: a suspect.
+        await commit_record(url, group, topic, partition=1, metadata="af1 0:1")
+        await broker.publish([OutMessage(topic, b"a", {"af-id": f"{topic}-a"}, key_for(0, 2))])
+        sub = await broker.subscribe(topic, group, ack_wait=30, max_in_flight=10, max_deliver=9)
+        a = (await fetch_n(sub, 1))[0]
+        assert a.payload == b"a" and a.delivery_count == 1
+        await a.ack()
+        await broker.publish([OutMessage(topic, b"s", {"af-id": f"{topic}-s"}, key_for(1, 2))])
+        s = (await fetch_n(sub, 1))[0]
+        assert s.payload == b"s" and s.delivery_count == 2
+        # The suspect may crash its worker now; the finished message must not be charged.
+        offsets = await committed(broker, group)
+        assert offsets[(topic, 0)][0] == 1, f"the ack of partition 0 was recorded: {offsets}"
+        assert offsets[(topic, 1)] == (0, "af1 0:2"), offsets
+        await s.ack()
+        await sub.close()
+    finally:
+        await broker.close()
+
+
+async def commit_record(url: str, group: str, topic: str, partition: int, metadata: str) -> None:
+    """Commit offset 0 with ``metadata`` for a partition, as a member that then died would."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.structs import OffsetAndMetadata
+
+    settings = KafkaBroker(url).settings
+    consumer = AIOKafkaConsumer(
+        **settings.client_kwargs(), group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        await consumer.commit({tp: OffsetAndMetadata(0, metadata)})
+    finally:
+        await consumer.stop()
 
 
 async def test_dlq_browse_remove_purge(kafka_url: str) -> None:
