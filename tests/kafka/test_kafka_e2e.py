@@ -135,8 +135,10 @@ async def test_chaos_sigkill_workers_exact_effects_and_dlq(
             await asyncio.sleep(0.2)
 
     async def chaos() -> None:
+        # Uneven gaps, so the kills do not fall into step with the workers' restart time.
+        gaps = random.Random(11)
         for k in range(6):
-            await asyncio.sleep(1.7)
+            await asyncio.sleep(gaps.uniform(1.2, 2.2))
             workers.kill(k % 2)  # mid-processing: the producer is still sending
 
     try:
