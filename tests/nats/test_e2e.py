@@ -437,8 +437,8 @@ async def test_crash_looping_message_reaches_dlq_and_the_worker_recovers(
         [dead] = await broker.browse(f"{prefix}.orders.dlq")
         assert dead.headers["af-id"] == "boom"
         assert dead.headers["af-dlq-reason"] == "max-attempts"
-        assert dead.headers["af-attempts"] == "4"  # dead-lettered before a 4th run
-        assert worker.starts == 4  # first start + one restart per crash (3 attempts)
+        assert dead.headers["af-attempts"] == "5"  # dead-lettered before a 5th run
+        assert worker.starts == 5  # first start + one restart per crash (max_attempts=4)
         assert worker.alive
         producer = App(f"prod{prefix}", broker=nats_url)
         for i in range(50):

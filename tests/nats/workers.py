@@ -71,7 +71,9 @@ def build_app(env: dict[str, str]) -> App:
     @app.agent(
         consumes=f"{prefix}.orders",
         produces=f"{prefix}.effects",
-        retry=RetryPolicy(max_attempts=3, backoff=[0.05, 0.1]),
+        # 4, not 3: a good order in flight beside a crash-looper is charged for that crash, and
+        # a chaos SIGKILL while it then runs alone is indistinguishable from it being a killer.
+        retry=RetryPolicy(max_attempts=4, backoff=[0.05, 0.1]),
         concurrency=16,
         timeout=2.0,
     )
