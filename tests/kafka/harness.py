@@ -30,6 +30,13 @@ class Workers:
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.starts = 0
         self.kills = 0
+        if "AFK_DB" in env:
+            from tests.kafka.workers import open_db
+
+            # Created (and switched to WAL) here, once: two workers starting together on a new
+            # file race for the journal-mode change, and SQLite answers the loser "database is
+            # locked" without waiting for its busy timeout.
+            open_db(env["AFK_DB"]).close()
 
     def start(self, i: int, **extra: str) -> None:
         """Start worker ``i`` (stderr to ``worker-<i>.log``)."""

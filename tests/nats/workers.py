@@ -24,6 +24,9 @@ from pydantic import BaseModel
 from agentflow import App, Context, RetryPolicy
 from agentflow.app import run_until_signal
 
+# Exit status of a worker killed by a crash-looping order.
+CRASH_EXIT = 17
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS handled (id TEXT NOT NULL, pid INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS retried (id TEXT NOT NULL, attempt INTEGER NOT NULL);
@@ -81,7 +84,7 @@ def build_app(env: dict[str, str]) -> App:
         if order.kind == "fail":
             raise ValueError(f"poison order {order.id} always fails")
         if order.kind == "crash":
-            os._exit(17)  # a crash loop: the worker dies on every attempt
+            os._exit(CRASH_EXIT)  # a crash loop: the worker dies on every attempt
         if ctx.attempt > 1:
             # Redelivered although it never fails: its worker was killed mid-processing.
             db.execute("INSERT INTO retried VALUES (?, ?)", (order.id, ctx.attempt))
