@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
-import itertools
 import logging
 import time
 from collections import deque
@@ -33,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from agentflow.brokers.base import BrokerError, Delivery, Subscription
 from agentflow.brokers.kafka_attempts import DONE, decode
 from agentflow.brokers.kafka_config import KafkaSettings
+from agentflow.brokers.kafka_deadlines import AckDeadlines
 from agentflow.brokers.kafka_delivery import KafkaDelivery, Part, decode_headers
 from agentflow.brokers.kafka_group import COMMIT_TIMEOUT, commit_parts, rebalance_listener
 from agentflow.brokers.kafka_offsets import PartitionTracker
@@ -82,8 +81,7 @@ class KafkaSubscription(Subscription):
         self.acked_ids = RecentIds(self.settings.dedup_window)
         self._redeliver: deque[KafkaDelivery] = deque()
         self._suspects: set[KafkaDelivery] = set()
-        self._deadlines: list[tuple[float, int, KafkaDelivery]] = []
-        self._seq = itertools.count()
+        self._deadlines = AckDeadlines(ack_wait)
         self._changed = asyncio.Event()
         self._room = asyncio.Event()
         self._closed = False
@@ -261,27 +259,23 @@ class KafkaSubscription(Subscription):
 
     def _expire(self) -> None:
         """Hand out again deliveries that outlived ``ack_wait`` without news."""
-        now = time.monotonic()
-        heap = self._deadlines
-        while heap and heap[0][0] <= now:
-            _, _, d = heapq.heappop(heap)
-            if d.finished or d.superseded or d.stale or d.part.revoking:
-                continue
-            if d.deadline > now:  # extended by in_progress: check again later
-                heapq.heappush(heap, (d.deadline, next(self._seq), d))
-                continue
-            d.superseded = True
-            part = d.part
-            assert part.tracker is not None
-            count = d.delivery_count + 1
-            part.tracker.handed_out_again(d.offset)
-            part.dirty = True
-            again = KafkaDelivery(self, part, d.record, d.raw_headers, count)
-            if d in self._suspects:
-                self._suspects.add(again)
-            part.current[d.offset] = again
-            self._redeliver.append(again)
-            self._changed.set()
+        for d in self._deadlines.expired():
+            self._hand_out_again(d)
+
+    def _hand_out_again(self, d: KafkaDelivery) -> None:
+        """``d`` expired: a new delivery of its record, with ``delivery_count + 1``."""
+        d.superseded = True
+        part = d.part
+        assert part.tracker is not None
+        count = d.delivery_count + 1
+        part.tracker.handed_out_again(d.offset)
+        part.dirty = True
+        again = KafkaDelivery(self, part, d.record, d.raw_headers, count)
+        if d in self._suspects:
+            self._suspects.add(again)
+        part.current[d.offset] = again
+        self._redeliver.append(again)
+        self._changed.set()
 
     # -- handing out -------------------------------------------------------------------------
     async def fetch(self, max_messages: int, timeout: float) -> list[Delivery]:
@@ -414,9 +408,7 @@ class KafkaSubscription(Subscription):
         return True
 
     def _arm(self, d: KafkaDelivery) -> None:
-        d.touch()
-        if self.ack_wait > 0:
-            heapq.heappush(self._deadlines, (d.deadline, next(self._seq), d))
+        self._deadlines.arm(d)
 
     # -- outcomes ----------------------------------------------------------------------------
     def _close_slot(self, d: KafkaDelivery) -> None:

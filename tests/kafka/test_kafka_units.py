@@ -4,6 +4,7 @@ retry tiers and topic patterns. No broker needed."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from agentflow.brokers.base import BrokerError
 from agentflow.brokers.kafka_attempts import DONE, Run, coarsen, decode, encode
 from agentflow.brokers.kafka_config import parse_duration, parse_kafka_url, redact
+from agentflow.brokers.kafka_deadlines import AckDeadlines
 from agentflow.brokers.kafka_offsets import PartitionTracker
 from agentflow.brokers.kafka_producer import RecentIds
 from agentflow.brokers.kafka_retry import (
@@ -314,3 +316,52 @@ def test_recent_ids_window() -> None:
     off = RecentIds(window=0)
     off.add("a")
     assert "a" not in off
+
+
+class _Part:
+    revoking = False
+
+
+class _Delivery:
+    """What AckDeadlines reads of a KafkaDelivery, on a clock the test sets."""
+
+    clock = 0.0
+
+    def __init__(self, name: str, ack_wait: float) -> None:
+        self.name, self.ack_wait = name, ack_wait
+        self.finished = self.superseded = self.stale = False
+        self.part = _Part()
+        self.deadline = 0.0
+
+    def touch(self) -> None:
+        self.deadline = _Delivery.clock + self.ack_wait
+
+
+def names(found: list[Any]) -> list[str]:
+    return [x.name for x in found]
+
+
+def test_ack_deadlines_report_silent_deliveries_once_in_order_and_forget_finished_ones() -> None:
+    deadlines = AckDeadlines(5.0)
+    _Delivery.clock = 100.0
+    a, b, c, d = (_Delivery(n, 5.0) for n in "abcd")
+    for x in (a, b, c, d):
+        deadlines.arm(x)  # type: ignore[arg-type]
+    assert deadlines.expired(104.9) == [], "nothing is due yet"
+    b.finished = True
+    _Delivery.clock = 103.0
+    c.touch()  # in_progress: c is due at 108 now
+    assert names(deadlines.expired(105.0)) == ["a", "d"]
+    assert deadlines.expired(105.5) == [], "reported once"
+    assert names(deadlines.expired(108.0)) == ["c"]
+    e = _Delivery("e", 5.0)
+    deadlines.arm(e)  # type: ignore[arg-type]
+    e.finished = True
+    assert deadlines.expired(200.0) == []
+    assert not deadlines._armed and not deadlines._extended, "finished ones are not kept"
+
+
+def test_ack_deadlines_off_when_ack_wait_is_zero() -> None:
+    deadlines = AckDeadlines(0)
+    deadlines.arm(_Delivery("x", 0))  # type: ignore[arg-type]
+    assert deadlines.expired(1e9) == [] and not deadlines._armed
