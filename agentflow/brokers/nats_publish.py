@@ -46,6 +46,11 @@ _SWEEP_INTERVAL = 0.1
 _Ack = dict[str, Any]
 
 
+def _transient(err: APIError) -> bool:
+    """JetStream answered "temporarily unavailable" (503): starting, or electing a leader."""
+    return err.code == 503
+
+
 class _NoStream(Exception):
     """No stream listens on the subject (the server answered 503 no responders)."""
 
@@ -274,14 +279,10 @@ class Publisher:
         if not messages:
             return
         items = [self._prepare(m) for m in messages]
-        for topic in dict.fromkeys(i.topic for i in items):
-            if self._streams.cached(topic) is not None:
-                continue
-            try:
-                await self._streams.ensure(topic)
-            except BrokerError as exc:
-                raise PublishError(f"cannot publish to {topic!r}: {exc}") from None
         deadline = time.monotonic() + self._timeout
+        for topic in dict.fromkeys(i.topic for i in items):
+            if self._streams.cached(topic) is None:
+                await self._ensure_stream(topic, deadline)
         pending = list(range(len(items)))
         tries = 0
         while pending:
@@ -297,6 +298,29 @@ class Publisher:
                 if unanswered:
                     log.warning("re-sending %d message(s) without a PubAck", unanswered)
                 await asyncio.sleep(min(0.05 * 2**tries, 1.0))
+
+    async def _ensure_stream(self, topic: str, deadline: float) -> None:
+        """Find or create the stream of ``topic``, waiting out a server that is restarting."""
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                await self._streams.ensure(topic)
+                return
+            except BrokerError as exc:
+                raise PublishError(f"cannot publish to {topic!r}: {exc}") from None
+            except APIError as exc:
+                if not _transient(exc):
+                    raise PublishError(f"cannot publish to {topic!r}: {exc}") from None
+                last: Exception = exc
+            except nats.errors.Error as exc:  # timeout, no responders, reconnecting
+                last = exc
+            if time.monotonic() >= deadline:
+                raise PublishError(
+                    f"cannot publish to {topic!r}: JetStream did not say which stream holds it "
+                    f"within {self._timeout:g}s ({last!r})"
+                )
+            await asyncio.sleep(min(0.05 * 2**tries, 1.0))
 
     async def _send_all(
         self, items: list[_Prepared], pending: list[int], deadline: float
@@ -359,11 +383,17 @@ class Publisher:
                 unanswered += 1
             elif isinstance(failure, _NoStream):
                 # The stream vanished (deleted by an operator?): find or create it again.
+                # Also what a restarting server says before JetStream has loaded its streams.
                 self._streams.forget(item.topic)
                 try:
                     await self._streams.ensure(item.topic)
                 except BrokerError as err:
                     error = error or PublishError(f"cannot publish to {item.topic!r}: {err}")
+                except APIError as err:
+                    if not _transient(err):
+                        error = error or PublishError(f"cannot publish to {item.topic!r}: {err}")
+                except nats.errors.Error as err:  # timeout, no responders, reconnecting
+                    log.warning("cannot look up the stream of %r yet (%r)", item.topic, err)
                 retry.append(i)
             elif isinstance(failure, _Retryable):
                 retry.append(i)

@@ -7,9 +7,10 @@ import time
 import uuid
 from collections.abc import Callable
 
+import nats.errors
 import pytest
 from nats.js import api
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
 from agentflow.brokers import from_url
 from agentflow.brokers.base import BrokerError, Delivery, OutMessage, PublishError, Subscription
@@ -476,6 +477,56 @@ async def test_publish_survives_a_brief_server_restart(
         assert await sub.fetch(1, 1.0) == []  # the pre-restart ack reached the server
     finally:
         await b.close()
+
+
+async def test_a_stream_lookup_that_times_out_is_retried_within_the_publish_deadline(
+    broker: NatsBroker, subject: Subject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topic = subject("lk")
+    await broker.publish([msg(topic, "first")])
+    name = await broker.streams.find(topic)
+    assert name is not None
+    await broker.js.delete_stream(name)  # the next publish meets "no responders"
+    real_find = broker.streams.find
+    calls: list[str] = []
+
+    async def find_once_too_late(subj: str) -> str | None:
+        # As while a restarted server loads its streams: the first lookup goes unanswered.
+        calls.append(subj)
+        if len(calls) == 1:
+            raise nats.errors.TimeoutError
+        return await real_find(subj)
+
+    monkeypatch.setattr(broker.streams, "find", find_once_too_late)
+    await broker.publish([msg(topic, "second")])
+    assert len(calls) >= 2, calls
+    sub = await sub_of(broker, topic)
+    [d] = await drain(sub, 1)
+    assert d.payload == b"second"
+    await d.ack()
+    # The first publish to a new topic looks its stream up before sending: the same holds.
+    calls.clear()
+    fresh = subject("lk2")
+    await broker.publish([msg(fresh, "third")])
+    assert calls[:2] == [fresh, fresh], calls
+    assert await real_find(fresh) is not None
+
+
+async def test_a_stream_lookup_refused_for_good_is_a_publish_error(
+    broker: NatsBroker, subject: Subject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topic = subject("lr")
+    await broker.publish([msg(topic, "first")])
+    name = await broker.streams.find(topic)
+    assert name is not None
+    await broker.js.delete_stream(name)
+
+    async def refuse(subj: str) -> str | None:
+        raise APIError(code=400, err_code=10052, description=f"invalid request for {subj}")
+
+    monkeypatch.setattr(broker.streams, "find", refuse)
+    with pytest.raises(PublishError, match=rf"cannot publish to '{topic}'.*invalid request"):
+        await broker.publish([msg(topic, "second")])
 
 
 async def test_operator_streams_for_traffic_and_dead_letters_are_both_bound(
