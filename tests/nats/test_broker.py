@@ -479,14 +479,19 @@ async def test_publish_survives_a_brief_server_restart(
         await b.close()
 
 
+async def stream_deleted_after_use(broker: NatsBroker, topic: str) -> None:
+    """Publish to ``topic``, then delete its stream: the next publish meets "no responders"."""
+    await broker.publish([msg(topic, "first")])
+    name = await broker.streams.find(topic)
+    assert name is not None
+    await broker.js.delete_stream(name)
+
+
 async def test_a_stream_lookup_that_times_out_is_retried_within_the_publish_deadline(
     broker: NatsBroker, subject: Subject, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     topic = subject("lk")
-    await broker.publish([msg(topic, "first")])
-    name = await broker.streams.find(topic)
-    assert name is not None
-    await broker.js.delete_stream(name)  # the next publish meets "no responders"
+    await stream_deleted_after_use(broker, topic)
     real_find = broker.streams.find
     calls: list[str] = []
 
@@ -516,10 +521,7 @@ async def test_a_stream_lookup_refused_for_good_is_a_publish_error(
     broker: NatsBroker, subject: Subject, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     topic = subject("lr")
-    await broker.publish([msg(topic, "first")])
-    name = await broker.streams.find(topic)
-    assert name is not None
-    await broker.js.delete_stream(name)
+    await stream_deleted_after_use(broker, topic)
 
     async def refuse(subj: str) -> str | None:
         raise APIError(code=400, err_code=10052, description=f"invalid request for {subj}")
