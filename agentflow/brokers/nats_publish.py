@@ -46,11 +46,6 @@ _SWEEP_INTERVAL = 0.1
 _Ack = dict[str, Any]
 
 
-def _transient(err: APIError) -> bool:
-    """JetStream answered "temporarily unavailable" (503): starting, or electing a leader."""
-    return err.code == 503
-
-
 class _NoStream(Exception):
     """No stream listens on the subject (the server answered 503 no responders)."""
 
@@ -302,25 +297,32 @@ class Publisher:
     async def _ensure_stream(self, topic: str, deadline: float) -> None:
         """Find or create the stream of ``topic``, waiting out a server that is restarting."""
         tries = 0
-        while True:
+        while (transient := await self._lookup(topic)) is not None:
             tries += 1
-            try:
-                await self._streams.ensure(topic)
-                return
-            except BrokerError as exc:
-                raise PublishError(f"cannot publish to {topic!r}: {exc}") from None
-            except APIError as exc:
-                if not _transient(exc):
-                    raise PublishError(f"cannot publish to {topic!r}: {exc}") from None
-                last: Exception = exc
-            except nats.errors.Error as exc:  # timeout, no responders, reconnecting
-                last = exc
             if time.monotonic() >= deadline:
                 raise PublishError(
                     f"cannot publish to {topic!r}: JetStream did not say which stream holds it "
-                    f"within {self._timeout:g}s ({last!r})"
+                    f"within {self._timeout:g}s ({transient!r})"
                 )
             await asyncio.sleep(min(0.05 * 2**tries, 1.0))
+
+    async def _lookup(self, topic: str) -> Exception | None:
+        """Find or create the stream of ``topic`` once; the error if it may pass, else None.
+
+        A definite refusal raises PublishError; a timeout, no responders, a reconnect or a
+        JetStream 503 (starting, electing a leader) is returned for the caller to retry.
+        """
+        try:
+            await self._streams.ensure(topic)
+        except BrokerError as exc:
+            raise PublishError(f"cannot publish to {topic!r}: {exc}") from None
+        except APIError as exc:
+            if exc.code != 503:
+                raise PublishError(f"cannot publish to {topic!r}: {exc}") from None
+            return exc
+        except nats.errors.Error as exc:
+            return exc
+        return None
 
     async def _send_all(
         self, items: list[_Prepared], pending: list[int], deadline: float
@@ -386,14 +388,14 @@ class Publisher:
                 # Also what a restarting server says before JetStream has loaded its streams.
                 self._streams.forget(item.topic)
                 try:
-                    await self._streams.ensure(item.topic)
-                except BrokerError as err:
-                    error = error or PublishError(f"cannot publish to {item.topic!r}: {err}")
-                except APIError as err:
-                    if not _transient(err):
-                        error = error or PublishError(f"cannot publish to {item.topic!r}: {err}")
-                except nats.errors.Error as err:  # timeout, no responders, reconnecting
-                    log.warning("cannot look up the stream of %r yet (%r)", item.topic, err)
+                    transient = await self._lookup(item.topic)
+                except PublishError as err:
+                    error = error or err
+                else:
+                    if transient is not None:
+                        log.warning(
+                            "cannot look up the stream of %r yet (%r)", item.topic, transient
+                        )
                 retry.append(i)
             elif isinstance(failure, _Retryable):
                 retry.append(i)

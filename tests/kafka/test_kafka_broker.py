@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from agentflow import _native
 from agentflow.brokers import BrokerError, OutMessage, PublishError, from_url
 from agentflow.brokers.kafka import KafkaBroker
 from agentflow.brokers.kafka_delivery import KafkaDelivery
@@ -303,12 +304,10 @@ async def test_attempt_record_counts_deliveries_that_killed_the_worker(kafka_url
 
 
 def key_for(partition: int, partitions: int) -> str:
-    """A message key the default partitioner sends to ``partition``."""
-    from aiokafka.partitioner import murmur2
-
+    """A message key the producer's partitioner sends to ``partition``."""
     for i in itertools.count():
         key = f"k{i}"
-        if (murmur2(key.encode()) & 0x7FFFFFFF) % partitions == partition:
+        if _native.murmur2_partition(key.encode(), partitions) == partition:
             return key
     raise AssertionError("unreachable")
 
