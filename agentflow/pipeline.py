@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import orjson
@@ -23,8 +22,10 @@ from agentflow.agent import AgentSpec, PayloadDecoder, encode_payload, input_typ
 from agentflow.agent import wants_context as _wants_context
 from agentflow.brokers.base import Broker, Delivery, OutMessage
 from agentflow.context import Context, PendingOutput
+from agentflow.deadlines import Deadlines
 from agentflow.errors import NoRoute, Reject, Retry, RouteError
 from agentflow.idempotency.base import ClaimState, IdempotencyStore
+from agentflow.outbox import Outbox
 from agentflow.stats import AgentStats
 
 log = logging.getLogger("agentflow.pipeline")
@@ -46,77 +47,22 @@ BUSY_DELAY = 1.0
 Decoded = tuple[str | None, str | None, int | None, str | None] | ValueError | TypeError
 
 
-class _Running:
-    """One handler call under a deadline."""
+class _Finished:
+    """A call whose handler finished: its outputs wait in the outbox, its input unsettled."""
 
-    __slots__ = ("deadline", "done", "expired", "task")
+    __slots__ = ("attempt", "claim_key", "d", "out")
 
-    def __init__(self, deadline: float, task: asyncio.Task[Any]) -> None:
-        self.deadline = deadline
-        self.task = task
-        self.done = False
-        self.expired = False
+    def __init__(
+        self, d: Delivery, out: list[OutMessage], claim_key: str | None, attempt: int
+    ) -> None:
+        self.d = d
+        self.out = out
+        self.claim_key = claim_key
+        self.attempt = attempt
 
 
-class Deadlines:
-    """Handler timeouts of one worker, enforced by one loop timer instead of one per call.
-
-    Every call of a worker gets the same timeout, so deadlines come in start order: a FIFO
-    queue suffices, and one timer armed for the oldest running call. When it fires, expired
-    calls are cancelled (and turned into ``TimeoutError`` by :meth:`Processor.process`) and
-    the timer is armed for the next one. Finished calls are dropped from the front as they
-    finish, and the queue is compacted if a long-running head holds many finished ones back.
-    """
-
-    def __init__(self, timeout: float, loop: asyncio.AbstractEventLoop) -> None:
-        self.timeout = timeout
-        self._loop = loop
-        self._calls: deque[_Running] = deque()
-        self._live = 0
-        self._timer: asyncio.TimerHandle | None = None
-
-    def start(self, task: asyncio.Task[Any]) -> _Running:
-        """Start timing a call made by ``task``."""
-        call = _Running(self._loop.time() + self.timeout, task)
-        self._calls.append(call)
-        self._live += 1
-        if self._timer is None:
-            self._timer = self._loop.call_at(call.deadline, self._fire)
-        return call
-
-    def finish(self, call: _Running) -> None:
-        """The call ended (in any way)."""
-        if call.done:
-            return
-        call.done = True
-        self._live -= 1
-        calls = self._calls
-        while calls and calls[0].done:
-            calls.popleft()
-        if len(calls) > 4 * self._live + 64:
-            self._calls = deque(c for c in calls if not c.done)
-
-    def close(self) -> None:
-        """Stop the timer (the worker is stopping)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _fire(self) -> None:
-        self._timer = None
-        now = self._loop.time()
-        calls = self._calls
-        while calls:
-            head = calls[0]
-            if head.done:
-                calls.popleft()
-            elif head.deadline <= now:
-                calls.popleft()
-                head.expired = True
-                head.task.cancel()
-            else:
-                self._timer = self._loop.call_at(head.deadline, self._fire)
-                return
+# Marks a batch slot already settled (so a cancelled flush gives back only the rest).
+_SETTLED: Any = object()
 
 
 class _DeadLetter(Exception):
@@ -136,6 +82,8 @@ class Processor:
         store: IdempotencyStore | None,
         stats: AgentStats,
         ack_wait: float,
+        on_settled: Callable[[Delivery], None] | None = None,
+        spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]] | None = None,
     ) -> None:
         self.spec = spec
         self.broker = broker
@@ -153,6 +101,14 @@ class Processor:
         except ValueError:  # a path the native reader does not take: read it in Python
             self.plan = _native.MessagePlan(None, None)
             self.native_key = False
+        # Outputs of finished calls are published in coalesced batches (see outbox.py); the
+        # worker hears of each delivery settled there through ``on_settled``.
+        self.on_settled = on_settled or (lambda d: None)
+        self.outbox: Outbox[_Finished] = Outbox(
+            self._settle, self._abandon, spawn or asyncio.create_task
+        )
+        # Claim keys of calls waiting in the outbox -> a future for a duplicate waiting on it.
+        self._unsettled: dict[str, asyncio.Future[None] | None] = {}
 
     async def process(
         self,
@@ -160,9 +116,11 @@ class Processor:
         task: asyncio.Task[Any] | None = None,
         deadlines: Deadlines | None = None,
         decoded: Decoded | None = None,
-    ) -> None:
-        """Handle one delivery to completion: ack, nak or dead-letter.
+    ) -> bool:
+        """Handle one delivery: ack, nak or dead-letter it now, or hand it to the outbox.
 
+        Returns True when the delivery is settled, False when it waits in the outbox for its
+        outputs to be published (``on_settled`` is called once it is settled there).
         ``task`` (the task running this) and ``deadlines`` let a worker enforce the handler
         timeout without a timer per call; without them ``asyncio.timeout`` is used.
         ``decoded`` is the envelope when the worker decoded it already (per batch).
@@ -190,16 +148,21 @@ class Processor:
             if self.spec.uses_idempotency and self.store is not None:
                 claim_key = f"{self.spec.name}:{self._idempotency_key(d, message_id, key)}"
                 claim = await self.store.claim(claim_key, lease=self.ack_wait)
+                if claim.state is ClaimState.BUSY and claim_key in self._unsettled:
+                    # Held by our own call whose outputs wait in the outbox: its outcome
+                    # comes within one flush, so wait for it rather than retry in a second.
+                    await self._settled(claim_key)
+                    claim = await self.store.claim(claim_key, lease=self.ack_wait)
                 if claim.state is ClaimState.COMPLETED:
                     stats.duplicates += 1
                     claim_key = None
                     await d.ack()
-                    return
+                    return True
                 if claim.state is ClaimState.BUSY:
                     claim_key = None
                     stats.retry_due = max(stats.retry_due, time.monotonic() + BUSY_DELAY)
                     await d.nak(BUSY_DELAY)
-                    return
+                    return True
                 # The claim counts attempts across crashes; the broker's count may be lower.
                 attempt = claim.attempts
             if attempt > self.spec.retry.max_attempts:
@@ -217,14 +180,10 @@ class Processor:
             result = await self._timed(value, ctx, task, deadlines)
             pending = ctx._outputs if ctx is not None else ()
             out = self._outputs(d, correlation, message_id, key, pending, result)
-            if out:
-                await self.broker.publish(out)
-                stats.published += len(out)
-            if claim_key is not None and self.store is not None:
-                await self.store.complete(claim_key, self.spec.idempotency_ttl)
-                claim_key = None
-            await d.ack()
-            stats.succeeded += 1
+            if claim_key is not None:
+                self._unsettled[claim_key] = None
+            self.outbox.put(_Finished(d, out, claim_key, attempt))
+            return False  # the outbox owns the claim and the delivery now
         except _DeadLetter as dl:
             await self._dead_letter(d, dl.reason, dl.error, attempt, claim_key)
         except Reject as exc:
@@ -238,6 +197,74 @@ class Processor:
             await self._failed(d, exc, attempt, claim_key)
         finally:
             stats.touch()
+        return True
+
+    async def _settle(self, batch: list[_Finished]) -> None:
+        """Publish the outputs of a batch of finished calls at once, then settle each input."""
+        try:
+            out = [m for f in batch for m in f.out]
+            try:
+                if out:
+                    await self.broker.publish(out)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if len(batch) > 1:
+                    # Find the call whose outputs were refused: one by one, so the others
+                    # are not charged an attempt for it (repeats are dropped by their ids).
+                    for i, f in enumerate(batch):
+                        batch[i] = _SETTLED
+                        await self._settle([f])
+                    return
+                f = batch[0]
+                batch[0] = _SETTLED
+                try:
+                    await self._failed(f.d, exc, f.attempt, f.claim_key)
+                finally:
+                    self._after(f)
+                return
+            stats = self.stats
+            stats.published += len(out)
+            store = self.store
+            for i, f in enumerate(batch):
+                batch[i] = _SETTLED
+                try:
+                    if f.claim_key is not None and store is not None:
+                        await store.complete(f.claim_key, self.spec.idempotency_ttl)
+                    await f.d.ack()
+                    stats.succeeded += 1
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    await self._failed(f.d, exc, f.attempt, f.claim_key)
+                finally:
+                    self._after(f)
+            stats.touch()
+        except asyncio.CancelledError:
+            await asyncio.shield(self._abandon([f for f in batch if f is not _SETTLED]))
+            raise
+
+    async def _abandon(self, batch: list[_Finished]) -> None:
+        """Worker stopping: give the claims back; the broker redelivers the inputs."""
+        for f in batch:
+            if f.claim_key is not None:
+                await self._release(f.claim_key)
+            self._after(f)
+
+    def _after(self, f: _Finished) -> None:
+        """``f`` is settled: wake a duplicate waiting on its claim, tell the worker."""
+        if f.claim_key is not None:
+            waiter = self._unsettled.pop(f.claim_key, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+        self.on_settled(f.d)
+
+    async def _settled(self, claim_key: str) -> None:
+        """Wait until the call holding ``claim_key`` in the outbox is settled."""
+        waiter = self._unsettled.get(claim_key)
+        if waiter is None:
+            waiter = self._unsettled[claim_key] = asyncio.get_running_loop().create_future()
+        await asyncio.shield(waiter)
 
     async def _timed(
         self,

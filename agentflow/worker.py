@@ -18,11 +18,14 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Coroutine
+from typing import Any
 
 from agentflow.agent import AgentSpec
 from agentflow.brokers.base import Broker, Delivery, Subscription
+from agentflow.deadlines import Deadlines
 from agentflow.idempotency.base import IdempotencyStore
-from agentflow.pipeline import Deadlines, Decoded, Processor
+from agentflow.pipeline import Decoded, Processor
 from agentflow.stats import AgentStats
 
 log = logging.getLogger("agentflow.worker")
@@ -60,7 +63,9 @@ class AgentWorker:
         self.stats = stats
         self.ack_wait = ack_wait_for(spec)
         self.prefetch = max(2 * spec.concurrency, 32)
-        self.processor = Processor(spec, broker, store, stats, self.ack_wait)
+        self.processor = Processor(
+            spec, broker, store, stats, self.ack_wait, on_settled=self._done, spawn=self._spawn
+        )
         self._sub: Subscription | None = None
         self._held: set[Delivery] = set()
         # Runnable deliveries (keyless, or first of their key), with their key and envelope.
@@ -105,19 +110,26 @@ class AgentWorker:
         for task in self._loops:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+        # Runners finish their calls; the outbox publishes and settles them (and may start a
+        # new flush for calls that finished meanwhile), all within the grace period.
+        loop = asyncio.get_running_loop()
+        end = loop.time() + grace
+        pending: set[asyncio.Task[None]] = set()
+        while self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=max(end - loop.time(), 0))
+            if pending:
+                break
+        if pending:
             for task in pending:
                 task.cancel()
-            if pending:
-                log.warning(
-                    "agent %s: %d handler(s) still running after the %.1fs grace period; "
-                    "handing their messages back",
-                    self.spec.name,
-                    len(pending),
-                    grace,
-                )
-                await asyncio.wait(pending, timeout=5.0)
+            log.warning(
+                "agent %s: %d handler(s) still running after the %.1fs grace period; "
+                "handing their messages back",
+                self.spec.name,
+                len(pending),
+                grace,
+            )
+            await asyncio.wait(pending, timeout=5.0)
         # Deliveries that never started stay un-acked: closing the subscription hands them back.
         for d, _, _ in self._ready:
             self._done(d)
@@ -202,18 +214,28 @@ class AgentWorker:
                 d, key, env = ready.popleft()
                 if ready:
                     self._wake()  # more waiting: maybe another runner, if this one waits
+                settled = True
                 try:
-                    await process(d, task, deadlines, env)
+                    settled = await process(d, task, deadlines, env)
                 except Exception:
                     log.exception("agent %s: unexpected error processing a message", self.spec.name)
                 finally:
-                    self._done(d)
+                    if settled:
+                        self._done(d)  # else the outbox settles it (and calls _done) later
+                    # The key's next message may run now: its outputs queue behind these.
                     if key is not None:
                         self._next_of(key)
         finally:
             self._runners -= 1
             if ready and not self._stopping:
                 self._wake()  # this runner was cancelled mid-queue: let another take over
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Start a task that ``stop`` waits for (the outbox's flusher)."""
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     def _next_of(self, key: str) -> None:
         """The message of ``key`` finished: queue the next one of that key, if any."""

@@ -10,6 +10,7 @@ from typing import Any
 
 from agentflow import App, Context
 from agentflow.brokers import Broker, Delivery, OutMessage, Subscription, from_url
+from agentflow.brokers.base import PublishError
 
 
 async def eventually(
@@ -52,6 +53,8 @@ class Recorder:
 
     events: list[tuple[str, Any]] = field(default_factory=list)
     drop_acks: int = 0
+    # Publishes holding a message this picks are refused (as a broker refuses, e.g., size).
+    refuse: Callable[[OutMessage], bool] | None = None
 
 
 class RecordingBroker(Broker):
@@ -72,6 +75,10 @@ class RecordingBroker(Broker):
         await self.inner.ensure_topics(topics)
 
     async def publish(self, messages: Sequence[OutMessage]) -> None:
+        refuse = self.rec.refuse
+        if refuse is not None and any(refuse(m) for m in messages):
+            self.rec.events.append(("refused", [(m.topic, m.message_id) for m in messages]))
+            raise PublishError(f"refused a publish of {len(messages)} message(s) (test)")
         await self.inner.publish(messages)
         self.rec.events.append(("published", [(m.topic, m.message_id) for m in messages]))
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import orjson
 from pydantic import BaseModel
 
-from agentflow import App, Context
+from agentflow import App, Context, RetryPolicy
 from tests.conformance.support import Recorder, collector, eventually, recording
 
 
@@ -147,3 +147,71 @@ async def test_competing_workers_share_one_agent(
         await asyncio.sleep(0.5)
     handled = seen["w1"] + seen["w2"]
     assert sorted(handled) == list(range(40)), "each message handled exactly once in the group"
+
+
+async def test_outputs_of_calls_finishing_together_go_out_in_one_publish(
+    broker_url: str, topic: Callable[[str], str]
+) -> None:
+    rec = Recorder()
+    app = App("conf", broker=recording(broker_url, rec))
+    gate = asyncio.Event()
+    started: list[int] = []
+
+    @app.agent(consumes=topic("in"), produces=topic("out"), concurrency=12, timeout=10)
+    async def hold(msg: dict[str, int]) -> dict[str, int]:
+        started.append(msg["n"])
+        await gate.wait()  # every call finishes in the same loop step
+        return {"n": msg["n"]}
+
+    async with app:
+        ids = [await app.publish(topic("in"), {"n": n}) for n in range(12)]
+        await eventually(lambda: len(started) == 12, what="twelve calls running")
+        gate.set()
+        await eventually(
+            lambda: all(("acked", i) in rec.events for i in ids), what="twelve inputs acked"
+        )
+    out_publishes = [
+        (at, what)
+        for at, (kind, what) in enumerate(rec.events)
+        if kind == "published" and what[0][0] == topic("out")
+    ]
+    assert len(out_publishes) == 1, f"one publish for twelve outputs: {out_publishes}"
+    at, what = out_publishes[0]
+    assert len(what) == 12
+    first_ack = min(rec.events.index(("acked", i)) for i in ids)
+    assert at < first_ack, f"an input was acked before its output was accepted: {rec.events}"
+
+
+async def test_a_refused_output_does_not_charge_the_calls_published_beside_it(
+    broker_url: str, topic: Callable[[str], str]
+) -> None:
+    rec = Recorder(refuse=lambda m: m.topic == topic("out") and b'"bad"' in m.payload)
+    app = App("conf", broker=recording(broker_url, rec))
+    gate = asyncio.Event()
+    attempts: dict[str, list[int]] = {}
+
+    @app.agent(
+        consumes=topic("in"),
+        produces=topic("out"),
+        concurrency=6,
+        timeout=10,
+        retry=RetryPolicy(max_attempts=2, backoff=[0.2]),
+    )
+    async def echo(msg: dict[str, str], ctx: Context) -> dict[str, str]:
+        attempts.setdefault(msg["v"], []).append(ctx.attempt)
+        await gate.wait()
+        return msg
+
+    dlq = collector(app, topic("in.dlq"))
+    async with app:
+        for v in ["a", "b", "bad", "c", "d", "e"]:
+            await app.publish(topic("in"), {"v": v})
+        await eventually(lambda: len(attempts) == 6, what="six calls running")
+        gate.set()
+        await eventually(lambda: len(dlq) == 1, what="the refused one dead-lettered")
+        await asyncio.sleep(0.3)
+    assert any(kind == "refused" and len(what) == 6 for kind, what in rec.events), rec.events
+    assert attempts == {"a": [1], "b": [1], "bad": [1, 2], "c": [1], "d": [1], "e": [1]}
+    assert app.stats["echo"].succeeded == 5
+    assert dlq[0].headers["af-dlq-reason"] == "max-attempts"
+    assert dlq[0].headers["af-dlq-error-type"] == "PublishError"
