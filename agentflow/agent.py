@@ -172,3 +172,40 @@ def outputs_of(result: Any) -> list[Any]:
     if isinstance(result, list | tuple):
         return [r for r in result if r is not None]
     return [result]
+
+
+def field_path(payload: bytes, path: str) -> Any:
+    """The value at a dotted field path of a JSON payload (``None`` when absent or not JSON)."""
+    try:
+        node: Any = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    for part in path.removeprefix("payload.").split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+_MODEL_DUMP_JSON = pydantic.BaseModel.model_dump_json
+
+
+def encode_output(value: Any) -> bytes:
+    """``encode_payload``, with pydantic models serialised straight to bytes (the same JSON as
+    ``model_dump_json``, without its str round trip) unless the model overrides that."""
+    if isinstance(value, pydantic.BaseModel):
+        cls = type(value)
+        if cls.model_dump_json is _MODEL_DUMP_JSON:
+            return cls.__pydantic_serializer__.to_json(value)
+    return encode_payload(value)
+
+
+def describe_invalid(exc: Exception) -> str:
+    """A one-line summary of why a payload failed to decode (first five errors)."""
+    if isinstance(exc, pydantic.ValidationError):
+        parts = []
+        for err in exc.errors()[:5]:
+            loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+            parts.append(f"{loc}: {err['msg']}")
+        return f"{exc.error_count()} validation error(s) for {exc.title}: " + "; ".join(parts)
+    return str(exc)

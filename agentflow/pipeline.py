@@ -18,7 +18,15 @@ import orjson
 import pydantic
 
 from agentflow import _native, envelope
-from agentflow.agent import AgentSpec, PayloadDecoder, encode_payload, input_type_of, outputs_of
+from agentflow.agent import (
+    AgentSpec,
+    PayloadDecoder,
+    describe_invalid,
+    encode_output,
+    field_path,
+    input_type_of,
+    outputs_of,
+)
 from agentflow.agent import wants_context as _wants_context
 from agentflow.brokers.base import Broker, Delivery, OutMessage
 from agentflow.context import Context, PendingOutput
@@ -144,7 +152,7 @@ class Processor:
             try:
                 value = self.decoder.decode(d.payload)
             except (ValueError, pydantic.ValidationError) as exc:
-                raise _DeadLetter(INVALID_PAYLOAD, _short_validation(exc)) from exc
+                raise _DeadLetter(INVALID_PAYLOAD, describe_invalid(exc)) from exc
             if self.spec.uses_idempotency and self.store is not None:
                 claim_key = f"{self.spec.name}:{self._idempotency_key(d, message_id, key)}"
                 claim = await self.store.claim(claim_key, lease=self.ack_wait)
@@ -225,12 +233,14 @@ class Processor:
                 return
             stats = self.stats
             stats.published += len(out)
-            store = self.store
+            failed = await self._complete_claims(batch)
             for i, f in enumerate(batch):
                 batch[i] = _SETTLED
                 try:
-                    if f.claim_key is not None and store is not None:
-                        await store.complete(f.claim_key, self.spec.idempotency_ttl)
+                    error = failed.get(f.claim_key) if f.claim_key is not None else None
+                    if error is not None:
+                        await self._failed(f.d, error, f.attempt, f.claim_key)
+                        continue
                     await f.d.ack()
                     stats.succeeded += 1
                 except asyncio.CancelledError:
@@ -243,6 +253,14 @@ class Processor:
         except asyncio.CancelledError:
             await asyncio.shield(self._abandon([f for f in batch if f is not _SETTLED]))
             raise
+
+    async def _complete_claims(self, batch: list[_Finished]) -> dict[str, Exception]:
+        """Complete the claims of a published batch at once; the keys that failed, and why."""
+        keys = [f.claim_key for f in batch if f.claim_key is not None]
+        if not keys or self.store is None:
+            return {}
+        errors = await self.store.complete_many(keys, self.spec.idempotency_ttl)
+        return {k: e for k, e in zip(keys, errors, strict=True) if e is not None}
 
     async def _abandon(self, batch: list[_Finished]) -> None:
         """Worker stopping: give the claims back; the broker redelivers the inputs."""
@@ -338,7 +356,7 @@ class Processor:
             # A non-string, non-integer value comes back as its JSON; render it as Python did.
             found = orjson.loads(native) if isinstance(native, bytes) else native
         else:
-            found = _field_path(d.payload, spec_key)
+            found = field_path(d.payload, spec_key)
         if found is None or found == "":
             raise _DeadLetter(INVALID_PAYLOAD, f"idempotency key {spec_key!r} missing in payload")
         return str(found)
@@ -360,7 +378,7 @@ class Processor:
         ts = envelope.now_ms()
         out: list[OutMessage] = []
         for topic, value, out_key, headers in items:
-            payload = _encode(value)
+            payload = encode_output(value)
             topics = [topic] if topic is not None else self._targets(d, payload, out_key)
             content_type = envelope.OCTET_STREAM if isinstance(value, bytes) else envelope.JSON
             for target in topics:
@@ -461,38 +479,3 @@ class Processor:
             await self.store.release(claim_key)
         except Exception as exc:  # the lease expires by itself; a failed release only delays
             self.logger.warning("could not release idempotency claim %s: %s", claim_key, exc)
-
-
-def _field_path(payload: bytes, path: str) -> Any:
-    try:
-        node: Any = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return None
-    for part in path.removeprefix("payload.").split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-_MODEL_DUMP_JSON = pydantic.BaseModel.model_dump_json
-
-
-def _encode(value: Any) -> bytes:
-    """``encode_payload``, with pydantic models serialised straight to bytes (the same JSON as
-    ``model_dump_json``, without its str round trip) unless the model overrides that."""
-    if isinstance(value, pydantic.BaseModel):
-        cls = type(value)
-        if cls.model_dump_json is _MODEL_DUMP_JSON:
-            return cls.__pydantic_serializer__.to_json(value)
-    return encode_payload(value)
-
-
-def _short_validation(exc: Exception) -> str:
-    if isinstance(exc, pydantic.ValidationError):
-        parts = []
-        for err in exc.errors()[:5]:
-            loc = ".".join(str(p) for p in err["loc"]) or "<root>"
-            parts.append(f"{loc}: {err['msg']}")
-        return f"{exc.error_count()} validation error(s) for {exc.title}: " + "; ".join(parts)
-    return str(exc)

@@ -7,7 +7,9 @@ that kills its worker on every attempt is still recognised as exhausted (and dea
 from __future__ import annotations
 
 import abc
+import asyncio
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -53,6 +55,20 @@ class IdempotencyStore(abc.ABC):
     @abc.abstractmethod
     async def complete(self, key: str, ttl: float) -> None:
         """Mark ``key`` completed; remember it for ``ttl`` seconds."""
+
+    async def complete_many(self, keys: Sequence[str], ttl: float) -> list[Exception | None]:
+        """Complete several keys at once; per key, the error that kept it from completing."""
+        # Concurrent calls: the SQLite store commits them in one transaction, the NATS KV and
+        # Redis stores pipeline them on one connection.
+        results = await asyncio.gather(
+            *(self.complete(k, ttl) for k in keys), return_exceptions=True
+        )
+        out: list[Exception | None] = []
+        for r in results:
+            if isinstance(r, BaseException) and not isinstance(r, Exception):
+                raise r  # cancelled: not a per-key outcome
+            out.append(r)
+        return out
 
     @abc.abstractmethod
     async def release(self, key: str) -> None:

@@ -57,6 +57,26 @@ async def test_claim_complete(store: IdempotencyStore) -> None:
     assert (again.state, again.attempts) == (C, 1)
 
 
+async def test_complete_many_completes_each_key(store: IdempotencyStore) -> None:
+    for k in ("a", "b", "c"):
+        assert (await store.claim(k, 10)).state is A
+    assert await store.complete_many(["a", "b", "c"], 60) == [None, None, None]
+    assert [(await store.claim(k, 10)).state for k in ("a", "b", "c")] == [C, C, C]
+
+
+async def test_sqlite_complete_many_is_one_transaction(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "idem.db")
+    await store.open()
+    try:
+        keys = [f"k{i}" for i in range(20)]
+        await asyncio.gather(*(store.claim(k, 10) for k in keys))
+        before = store.transactions
+        assert await store.complete_many(keys, 60) == [None] * 20
+        assert store.transactions == before + 1, "twenty completions, one commit"
+    finally:
+        await store.close()
+
+
 async def test_busy_while_leased(store: IdempotencyStore, clock: Clock) -> None:
     assert (await store.claim("k", 10)).state is A
     busy = await store.claim("k", 10)
