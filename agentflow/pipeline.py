@@ -134,8 +134,7 @@ class Processor:
         ``decoded`` is the envelope when the worker decoded it already (per batch).
         """
         stats = self.stats
-        stats.received += 1
-        stats.touch()
+        stats.received += 1  # (activity: the worker counts it in flight until settled)
         attempt = max(d.delivery_count, 1)
         claim_key: str | None = None
         try:

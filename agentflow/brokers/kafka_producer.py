@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from agentflow import _native
@@ -47,14 +47,25 @@ class RecentIds:
         expiry = self._ids.get(item)
         return expiry is not None and expiry > time.monotonic()
 
+    def seen(self, item: str, now: float) -> bool:
+        """``item in self`` on a clock reading the caller already took."""
+        expiry = self._ids.get(item)
+        return expiry is not None and expiry > now
+
     def add(self, item: str) -> None:
         """Remember ``item`` for the window (from now)."""
+        self.add_all((item,))
+
+    def add_all(self, items: Iterable[str]) -> None:
+        """Remember every item for the window (from now), reading the clock once."""
         if self.window <= 0:
             return
         now = time.monotonic()
+        expiry = now + self.window
         ids = self._ids
-        ids.pop(item, None)
-        ids[item] = now + self.window
+        for item in items:
+            ids.pop(item, None)
+            ids[item] = expiry
         # Insertion order is expiry order (constant window): trim from the front.
         while ids and (len(ids) > self.max_size or next(iter(ids.values())) <= now):
             ids.popitem(last=False)
@@ -126,32 +137,28 @@ class Publisher:
         """Send every message not published within the dedup window; wait for all acks."""
         if self.producer is None:
             raise PublishError("Kafka broker is not connected (call connect() first)")
-        batch: list[tuple[OutMessage, bytes | None, list[tuple[str, bytes]], str]] = []
+        # One pass, one clock reading: this runs for every output of every flush.
+        batch: list[tuple[OutMessage, bytes | None, list[tuple[str, bytes]]]] = []
         pending: set[str] = set()
+        recent, now, limit = self.recent, time.monotonic(), self.settings.max_request_size
         for msg in messages:
-            dedup = msg.dedup_id or msg.message_id
-            if dedup and (dedup in self.recent or dedup in pending):
-                continue  # accepted already inside the window: drop silently
+            dedup = msg.dedup_id or msg.headers.get("af-id")
+            if dedup:
+                if dedup in pending or recent.seen(dedup, now):
+                    continue  # accepted already inside the window: drop silently
+                pending.add(dedup)
             key = msg.key.encode("utf-8") if msg.key is not None else None
             headers = encode_headers(msg.headers)
-            self._check(msg.topic, msg.payload, key, headers)
-            batch.append((msg, key, headers, dedup))
-            if dedup:
-                pending.add(dedup)
-        if len(batch) == 1:  # the common case: one handler's output
-            msg, key, headers, dedup = batch[0]
-            fut = await self._send(msg.topic, msg.payload, key, headers)
-            await self._wait_one(fut, msg.topic)
-            if dedup:
-                self.recent.add(dedup)
-            return
-        futures = []
-        for msg, key, headers, _ in batch:
-            futures.append(await self._send(msg.topic, msg.payload, key, headers))
-        await self._wait(futures, [m.topic for m, *_ in batch])
-        for *_, dedup in batch:
-            if dedup:
-                self.recent.add(dedup)
+            if _size_bound(msg.payload, key, headers) > limit:
+                self._check_size(msg.topic, _record_size(msg.payload, key, headers))
+            batch.append((msg, key, headers))
+        if len(batch) == 1:  # one output alone (low rates): no gather
+            msg, key, headers = batch[0]
+            await self._wait_one(await self._send(msg.topic, msg.payload, key, headers), msg.topic)
+        elif batch:
+            futures = [await self._send(m.topic, m.payload, k, h) for m, k, h in batch]
+            await self._wait(futures, [m.topic for m, *_ in batch])
+        recent.add_all(pending)
 
     async def send_copy(
         self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]

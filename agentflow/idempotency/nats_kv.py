@@ -30,7 +30,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -286,6 +286,20 @@ class NatsKvStore(IdempotencyStore):
         # like a crash after the handler; its outputs carry the same ids and are deduplicated.
         shared = self._conn is not None and self._conn is self._broker
         await self._write(key, kv_key(key), value, confirm=self.confirm_completions or not shared)
+
+    async def complete_many(self, keys: Sequence[str], ttl: float) -> list[Exception | None]:
+        """Complete every key: one after another when the writes are not awaited (cheap)."""
+        shared = self._conn is not None and self._conn is self._broker
+        if self.confirm_completions or not shared:
+            return await super().complete_many(keys, ttl)
+        out: list[Exception | None] = []
+        for key in keys:
+            try:
+                await self.complete(key, ttl)
+                out.append(None)
+            except Exception as exc:
+                out.append(exc)
+        return out
 
     async def release(self, key: str) -> None:
         """Free the lease now if this process still owns it, keeping the attempt count."""

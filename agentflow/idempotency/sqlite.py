@@ -12,10 +12,11 @@ both acquire a key. Times are wall-clock epoch seconds because the file outlives
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
@@ -144,6 +145,18 @@ class SqliteStore(IdempotencyStore):
 
     async def _submit(self, step: Callable[[sqlite3.Connection], _T]) -> _T:
         """Queue ``step`` for the next batch and wait for its own result."""
+        (future,) = await self._queue([step])
+        return cast(_T, await future)
+
+    async def _submit_all(self, steps: list[Callable[[sqlite3.Connection], object]]) -> list[Any]:
+        """Queue several steps for the same batch; their results (or errors) in order."""
+        # Plain futures: gathering them starts no task per step.
+        return await asyncio.gather(*await self._queue(steps), return_exceptions=True)
+
+    async def _queue(
+        self, steps: list[Callable[[sqlite3.Connection], Any]]
+    ) -> list[asyncio.Future[Any]]:
+        """Queue steps for the next batch; a future per step."""
         session = self._session
         if session is None:
             await self.open()
@@ -151,13 +164,13 @@ class SqliteStore(IdempotencyStore):
             if session is None:  # closed while it was opening
                 raise RuntimeError(f"idempotency store {self.path!r} is not open")
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        session.queue.append((step, future))
+        futures: list[asyncio.Future[Any]] = [loop.create_future() for _ in steps]
+        session.queue.extend(zip(steps, futures, strict=True))
         if session.flusher is None:
             # No linger: the flusher runs on the next loop turn, taking whatever queued by
             # then; later arrivals queue while it commits and form the next batch.
             session.flusher = loop.create_task(self._flush(session))
-        return cast(_T, await future)
+        return futures
 
     async def _flush(self, session: _Session) -> None:
         """Commit queued operations batch by batch until the queue is empty."""
@@ -212,6 +225,27 @@ class SqliteStore(IdempotencyStore):
         if purge:
             self._last_purge = now
         await self._submit(lambda conn: _complete(conn, key, expires, now if purge else None))
+
+    async def complete_many(self, keys: Sequence[str], ttl: float) -> list[Exception | None]:
+        """Complete every key in one transaction (with whatever else is queued)."""
+        now = self._clock()
+        expires = now + ttl if ttl > 0 else None
+        purge = now - self._last_purge >= _PURGE_INTERVAL
+        if purge:
+            self._last_purge = now
+        steps: list[Callable[[sqlite3.Connection], object]] = [
+            functools.partial(_complete, key=k, expires=expires, purge_before=None) for k in keys
+        ]
+        if purge and steps:
+            steps[-1] = functools.partial(
+                _complete, key=keys[-1], expires=expires, purge_before=now
+            )
+        out: list[Exception | None] = []
+        for r in await self._submit_all(steps):
+            if isinstance(r, BaseException) and not isinstance(r, Exception):
+                raise r
+            out.append(r if isinstance(r, Exception) else None)
+        return out
 
     async def release(self, key: str) -> None:
         """End the lease now, keeping the attempt count for the next claim."""
