@@ -64,8 +64,9 @@ class KafkaSettings:
     group_instance_id: str | None = None
     # Producer tuning.
     max_request_size: int = 1_048_576
-    # A few ms let concurrent handlers' sends share one ProduceRequest (?linger_ms=0: none).
-    linger_ms: int = 2
+    # The outbox already hands the producer whole batches, so lingering only adds latency
+    # (2 ms of it cost 3-4 ms at the median at 500 msg/s); ?linger_ms=N brings it back.
+    linger_ms: int = 0
     dedup_window: float = 120.0
     # Connection.
     request_timeout_ms: int = 30_000
