@@ -187,6 +187,10 @@ class Processor:
             result = await self._timed(value, ctx, task, deadlines)
             pending = ctx._outputs if ctx is not None else ()
             out = self._outputs(d, correlation, message_id, key, pending, result)
+            if not out and claim_key is None:
+                await d.ack()  # nothing to publish or complete: no reason to queue it
+                stats.succeeded += 1
+                return True
             if claim_key is not None:
                 self._unsettled[claim_key] = None
             self.outbox.put(_Finished(d, out, claim_key, attempt))

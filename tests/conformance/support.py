@@ -55,6 +55,9 @@ class Recorder:
     drop_acks: int = 0
     # Publishes holding a message this picks are refused (as a broker refuses, e.g., size).
     refuse: Callable[[OutMessage], bool] | None = None
+    # Publishes to ``hold_topic`` wait until ``hold`` is set (a slow broker round trip).
+    hold: asyncio.Event | None = None
+    hold_topic: str | None = None
 
 
 class RecordingBroker(Broker):
@@ -79,6 +82,8 @@ class RecordingBroker(Broker):
         if refuse is not None and any(refuse(m) for m in messages):
             self.rec.events.append(("refused", [(m.topic, m.message_id) for m in messages]))
             raise PublishError(f"refused a publish of {len(messages)} message(s) (test)")
+        if self.rec.hold is not None and any(m.topic == self.rec.hold_topic for m in messages):
+            await self.rec.hold.wait()
         await self.inner.publish(messages)
         self.rec.events.append(("published", [(m.topic, m.message_id) for m in messages]))
 

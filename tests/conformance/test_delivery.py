@@ -215,3 +215,24 @@ async def test_a_refused_output_does_not_charge_the_calls_published_beside_it(
     assert app.stats["echo"].succeeded == 5
     assert dlq[0].headers["af-dlq-reason"] == "max-attempts"
     assert dlq[0].headers["af-dlq-error-type"] == "PublishError"
+
+
+async def test_a_call_with_nothing_to_publish_is_not_held_behind_a_slow_publish(
+    broker_url: str, topic: Callable[[str], str]
+) -> None:
+    hold = asyncio.Event()
+    rec = Recorder(hold=hold, hold_topic=topic("out"))
+    app = App("conf", broker=recording(broker_url, rec))
+
+    @app.agent(consumes=topic("in"), produces=topic("out"), concurrency=4, timeout=10)
+    async def maybe(msg: dict[str, bool]) -> dict[str, bool] | None:
+        return msg if msg["emit"] else None
+
+    async with app:
+        held = await app.publish(topic("in"), {"emit": True})
+        await eventually(lambda: app.stats["maybe"].received == 1, what="first call ran")
+        quiet = await app.publish(topic("in"), {"emit": False})
+        await eventually(lambda: ("acked", quiet) in rec.events, what="the quiet call acked")
+        assert ("acked", held) not in rec.events, "the held call waits for its publish"
+        hold.set()
+        await eventually(lambda: ("acked", held) in rec.events, what="the held call acked")
