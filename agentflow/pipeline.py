@@ -69,10 +69,6 @@ class _Finished:
         self.attempt = attempt
 
 
-# Marks a batch slot already settled (so a cancelled flush gives back only the rest).
-_SETTLED: Any = object()
-
-
 class _DeadLetter(Exception):
     def __init__(self, reason: str, error: BaseException | str) -> None:
         super().__init__(str(error))
@@ -212,49 +208,41 @@ class Processor:
 
     async def _settle(self, batch: list[_Finished]) -> None:
         """Publish the outputs of a batch of finished calls at once, then settle each input."""
+        settled = 0  # calls settled so far, in batch order (a cancellation gives back the rest)
         try:
             out = [m for f in batch for m in f.out]
+            refused: Exception | None = None
             try:
                 if out:
                     await self.broker.publish(out)
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:
                 if len(batch) > 1:
                     # Find the call whose outputs were refused: one by one, so the others
                     # are not charged an attempt for it (repeats are dropped by their ids).
-                    for i, f in enumerate(batch):
-                        batch[i] = _SETTLED
+                    for f in batch:
+                        settled += 1
                         await self._settle([f])
                     return
-                f = batch[0]
-                batch[0] = _SETTLED
+                refused = exc
+            if refused is None:
+                self.stats.published += len(out)
+            failed = await self._complete_claims(batch) if refused is None else {}
+            for f in batch:
+                settled += 1
                 try:
-                    await self._failed(f.d, exc, f.attempt, f.claim_key)
-                finally:
-                    self._after(f)
-                return
-            stats = self.stats
-            stats.published += len(out)
-            failed = await self._complete_claims(batch)
-            for i, f in enumerate(batch):
-                batch[i] = _SETTLED
-                try:
-                    error = failed.get(f.claim_key) if f.claim_key is not None else None
-                    if error is not None:
+                    error = refused or (failed.get(f.claim_key) if f.claim_key else None)
+                    if error is None:
+                        await f.d.ack()
+                        self.stats.succeeded += 1
+                    else:
                         await self._failed(f.d, error, f.attempt, f.claim_key)
-                        continue
-                    await f.d.ack()
-                    stats.succeeded += 1
-                except asyncio.CancelledError:
-                    raise
                 except Exception as exc:
                     await self._failed(f.d, exc, f.attempt, f.claim_key)
                 finally:
                     self._after(f)
-            stats.touch()
+            self.stats.touch()
         except asyncio.CancelledError:
-            await asyncio.shield(self._abandon([f for f in batch if f is not _SETTLED]))
+            await asyncio.shield(self._abandon(batch[settled:]))
             raise
 
     async def _complete_claims(self, batch: list[_Finished]) -> dict[str, Exception]:

@@ -140,7 +140,7 @@ class Publisher:
         # One pass, one clock reading: this runs for every output of every flush.
         batch: list[tuple[OutMessage, bytes | None, list[tuple[str, bytes]]]] = []
         pending: set[str] = set()
-        recent, now, limit = self.recent, time.monotonic(), self.settings.max_request_size
+        recent, now = self.recent, time.monotonic()
         for msg in messages:
             dedup = msg.dedup_id or msg.headers.get("af-id")
             if dedup:
@@ -149,8 +149,7 @@ class Publisher:
                 pending.add(dedup)
             key = msg.key.encode("utf-8") if msg.key is not None else None
             headers = encode_headers(msg.headers)
-            if _size_bound(msg.payload, key, headers) > limit:
-                self._check_size(msg.topic, _record_size(msg.payload, key, headers))
+            self._check(msg.topic, msg.payload, key, headers)
             batch.append((msg, key, headers))
         if len(batch) == 1:  # one output alone (low rates): no gather
             msg, key, headers = batch[0]

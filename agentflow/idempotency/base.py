@@ -57,9 +57,24 @@ class IdempotencyStore(abc.ABC):
         """Mark ``key`` completed; remember it for ``ttl`` seconds."""
 
     async def complete_many(self, keys: Sequence[str], ttl: float) -> list[Exception | None]:
-        """Complete several keys at once; per key, the error that kept it from completing."""
-        # Concurrent calls: the SQLite store commits them in one transaction, the NATS KV and
-        # Redis stores pipeline them on one connection.
+        """Complete several keys; per key, the error that kept it from completing.
+
+        One after another, which costs nothing extra where a completion does not wait for a
+        round trip; stores whose completions do wait override this.
+        """
+        out: list[Exception | None] = []
+        for key in keys:
+            try:
+                await self.complete(key, ttl)
+                out.append(None)
+            except Exception as exc:
+                out.append(exc)
+        return out
+
+    async def _complete_concurrently(
+        self, keys: Sequence[str], ttl: float
+    ) -> list[Exception | None]:
+        """``complete_many`` for stores whose completions are round trips: all in flight."""
         results = await asyncio.gather(
             *(self.complete(k, ttl) for k in keys), return_exceptions=True
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
@@ -83,12 +83,6 @@ class MemoryStore(IdempotencyStore):
         self._done[key] = _Done(attempts, expires)
         self._done.move_to_end(key)
         self._evict()
-
-    async def complete_many(self, keys: Sequence[str], ttl: float) -> list[Exception | None]:
-        """Complete every key (in memory: nothing to batch)."""
-        for key in keys:
-            await self.complete(key, ttl)
-        return [None] * len(keys)
 
     async def release(self, key: str) -> None:
         """End the lease now, keeping the attempt count for the next claim."""

@@ -279,27 +279,23 @@ class NatsKvStore(IdempotencyStore):
         _, attempts = self._held.pop(key, ("", 1))
         expires = self._clock() + ttl if ttl > 0 else 0
         value = orjson.dumps({"s": _DONE, "a": attempts, "e": expires})
+        await self._write(key, kv_key(key), value, confirm=self._confirms_completions)
+
+    async def complete_many(self, keys: Sequence[str], ttl: float) -> list[Exception | None]:
+        """Complete every key: in turn when completions are not confirmed (they do not wait)."""
+        if self._confirms_completions:
+            return await self._complete_concurrently(keys, ttl)
+        return await super().complete_many(keys, ttl)
+
+    @property
+    def _confirms_completions(self) -> bool:
         # On the broker's own connection the completion leaves before the input's ack on the
         # same ordered stream, so waiting for its PubAck buys nothing but a round trip (a
         # third of the store's cost). Lost only with the connection, and then the ack is lost
         # too: the redelivery finds the key leased and runs again once the lease expires,
         # like a crash after the handler; its outputs carry the same ids and are deduplicated.
         shared = self._conn is not None and self._conn is self._broker
-        await self._write(key, kv_key(key), value, confirm=self.confirm_completions or not shared)
-
-    async def complete_many(self, keys: Sequence[str], ttl: float) -> list[Exception | None]:
-        """Complete every key: one after another when the writes are not awaited (cheap)."""
-        shared = self._conn is not None and self._conn is self._broker
-        if self.confirm_completions or not shared:
-            return await super().complete_many(keys, ttl)
-        out: list[Exception | None] = []
-        for key in keys:
-            try:
-                await self.complete(key, ttl)
-                out.append(None)
-            except Exception as exc:
-                out.append(exc)
-        return out
+        return self.confirm_completions or not shared
 
     async def release(self, key: str) -> None:
         """Free the lease now if this process still owns it, keeping the attempt count."""

@@ -10,6 +10,7 @@ outlives a crashed worker's lease; a completed key expires after the ``ttl`` giv
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -127,6 +128,10 @@ class RedisStore(IdempotencyStore):
     async def complete(self, key: str, ttl: float) -> None:
         """Mark ``key`` completed for ``ttl`` seconds (until deleted if ``ttl <= 0``)."""
         await self._complete(keys=[self._key(key)], args=[int(ttl * 1000) if ttl > 0 else 0])
+
+    async def complete_many(self, keys: Sequence[str], ttl: float) -> list[Exception | None]:
+        """Complete every key, all in flight at once (each is a round trip)."""
+        return await self._complete_concurrently(keys, ttl)
 
     async def release(self, key: str) -> None:
         """End the lease now, keeping the attempt count for the next claim."""

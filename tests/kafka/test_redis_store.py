@@ -30,6 +30,13 @@ async def test_claim_complete_and_duplicates(store: RedisStore) -> None:
     assert (done.state, done.attempts) == (ClaimState.COMPLETED, 1)
 
 
+async def test_complete_many_completes_each_key(store: RedisStore) -> None:
+    for k in ("a", "b", "c"):
+        assert (await store.claim(k, lease=5)).state is ClaimState.ACQUIRED
+    assert await store.complete_many(["a", "b", "c"], ttl=60) == [None, None, None]
+    assert [(await store.claim(k, lease=5)).state for k in "abc"] == [ClaimState.COMPLETED] * 3
+
+
 async def test_attempts_survive_expired_leases_and_releases(store: RedisStore) -> None:
     assert (await store.claim("k", lease=0.2)).attempts == 1
     await asyncio.sleep(0.3)  # the worker died: its lease runs out

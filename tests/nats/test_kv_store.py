@@ -277,15 +277,28 @@ async def test_errors_name_the_bucket_and_key(broker: NatsBroker) -> None:
     s.confirm_completions = True
     with pytest.raises(BrokerError, match=f"KV bucket {s.bucket} does not exist"):
         await s.complete("agent:k", ttl=5)
+    # complete_many (confirmed: all in flight at once) reports the error per key.
+    errors = await s.complete_many(["agent:k", "agent:j"], ttl=5)
+    assert [type(e) for e in errors] == [BrokerError, BrokerError]
+    assert all(f"KV bucket {s.bucket} does not exist" in str(e) for e in errors)
     await s.close()
     with pytest.raises(BrokerError, match="is not open"):
         await s.claim("agent:k", lease=5)
+
+
+async def test_confirmed_complete_many_completes_each_key(store: NatsKvStore) -> None:
+    store.confirm_completions = True
+    for k in ("a", "b", "c"):
+        assert (await store.claim(k, 10)).state is ClaimState.ACQUIRED
+    assert await store.complete_many(["a", "b", "c"], 60) == [None, None, None]
+    assert [(await store.claim(k, 10)).state for k in "abc"] == [ClaimState.COMPLETED] * 3
 
 
 # The store contract every store kind meets (tests/unit/test_idempotency_stores.py), on NATS
 # with a fake clock: leases and TTLs are logical expiries, so no sleeps are needed.
 _CONTRACT = [
     contract.test_claim_complete,
+    contract.test_complete_many_completes_each_key,
     contract.test_busy_while_leased,
     contract.test_lease_expiry_counts_attempts,
     contract.test_release_keeps_attempts,
