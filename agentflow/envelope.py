@@ -25,6 +25,15 @@ DLQ_ATTEMPTS = "af-attempts"
 DLQ_ORIGINAL_TOPIC = "af-original-topic"
 DLQ_ORIGINAL_PREFIX = "af-original-"
 
+# Values of af-dlq-reason: why a message was dead-lettered.
+REASON_INVALID_HEADERS = "invalid-headers"
+REASON_INVALID_PAYLOAD = "invalid-payload"
+REASON_MAX_ATTEMPTS = "max-attempts"
+REASON_REJECTED = "rejected"
+REASON_GAVE_UP = "non-retryable"
+REASON_NO_ROUTE = "no-route"
+REASON_ROUTE_ERROR = "route-error"
+
 JSON = "application/json"
 OCTET_STREAM = "application/octet-stream"
 

@@ -14,17 +14,10 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-import orjson
-import pydantic
-
 from agentflow import _native, envelope
 from agentflow.agent import (
     AgentSpec,
-    PayloadDecoder,
-    describe_invalid,
     encode_output,
-    field_path,
-    input_type_of,
     outputs_of,
 )
 from agentflow.agent import wants_context as _wants_context
@@ -32,27 +25,15 @@ from agentflow.brokers.base import Broker, Delivery, OutMessage
 from agentflow.context import Context, PendingOutput
 from agentflow.deadlines import Deadlines
 from agentflow.errors import NoRoute, Reject, Retry, RouteError
-from agentflow.idempotency.base import ClaimState, IdempotencyStore
+from agentflow.idempotency.base import Claim, ClaimState, IdempotencyStore
+from agentflow.intake import DeadLetter, Decoded, Intake, Prepared
 from agentflow.outbox import Outbox
 from agentflow.stats import AgentStats
 
 log = logging.getLogger("agentflow.pipeline")
 
-# Reasons written to af-dlq-reason.
-INVALID_HEADERS = "invalid-headers"
-INVALID_PAYLOAD = "invalid-payload"
-MAX_ATTEMPTS = "max-attempts"
-REJECTED = "rejected"
-GAVE_UP = "non-retryable"
-NO_ROUTE = "no-route"
-ROUTE_ERROR = "route-error"
-
 # A key held by another worker is retried after this long (the other worker may still finish).
 BUSY_DELAY = 1.0
-
-# What MessagePlan.decode(_batch) gives for one delivery: (message_id, key, attempt,
-# correlation_id), or the ValueError/TypeError of garbled headers.
-Decoded = tuple[str | None, str | None, int | None, str | None] | ValueError | TypeError
 
 
 class _Finished:
@@ -67,13 +48,6 @@ class _Finished:
         self.out = out
         self.claim_key = claim_key
         self.attempt = attempt
-
-
-class _DeadLetter(Exception):
-    def __init__(self, reason: str, error: BaseException | str) -> None:
-        super().__init__(str(error))
-        self.reason = reason
-        self.error = error
 
 
 class Processor:
@@ -94,17 +68,10 @@ class Processor:
         self.store = store
         self.stats = stats
         self.ack_wait = ack_wait
-        self.decoder = PayloadDecoder(input_type_of(spec.handler, spec.localns))
+        self.intake = Intake(spec, store is not None)
+        self.plan = self.intake.plan
         self.wants_context = _wants_context(spec.handler)
         self.logger = logging.getLogger(f"agentflow.agent.{spec.name}")
-        # Native header decode (and the idempotency key when it is a payload field path).
-        key_path = spec.idempotency_key if isinstance(spec.idempotency_key, str) else None
-        try:
-            self.plan = _native.MessagePlan(None, key_path)
-            self.native_key = key_path is not None
-        except ValueError:  # a path the native reader does not take: read it in Python
-            self.plan = _native.MessagePlan(None, None)
-            self.native_key = False
         # Outputs of finished calls are published in coalesced batches (see outbox.py); the
         # worker hears of each delivery settled there through ``on_settled``.
         self.on_settled = on_settled or (lambda d: None)
@@ -114,12 +81,28 @@ class Processor:
         # Claim keys of calls waiting in the outbox -> a future for a duplicate waiting on it.
         self._unsettled: dict[str, asyncio.Future[None] | None] = {}
 
+    async def claim_group(self, group: list[Prepared]) -> None:
+        """Claim the keys of deliveries about to start in one store call (sets ``claim``)."""
+        if self.store is None:
+            return
+        claiming = [p for p in group if p.claim_key is not None]
+        if not claiming:
+            return
+        keys = [p.claim_key for p in claiming if p.claim_key is not None]
+        try:
+            claims = await self.store.claim_many(keys, lease=self.ack_wait)
+        except Exception as exc:
+            claims = [exc] * len(keys)
+        for p, claim in zip(claiming, claims, strict=True):
+            p.claim = claim
+
     async def process(
         self,
         d: Delivery,
         task: asyncio.Task[Any] | None = None,
         deadlines: Deadlines | None = None,
         decoded: Decoded | None = None,
+        prepared: Prepared | None = None,
     ) -> bool:
         """Handle one delivery: ack, nak or dead-letter it now, or hand it to the outbox.
 
@@ -127,30 +110,24 @@ class Processor:
         outputs to be published (``on_settled`` is called once it is settled there).
         ``task`` (the task running this) and ``deadlines`` let a worker enforce the handler
         timeout without a timer per call; without them ``asyncio.timeout`` is used.
-        ``decoded`` is the envelope when the worker decoded it already (per batch).
+        ``decoded`` is the envelope when the worker decoded it already (per batch);
+        ``prepared`` the delivery when the worker prepared and claimed it already (per group).
         """
         stats = self.stats
         stats.received += 1  # (activity: the worker counts it in flight until settled)
         attempt = max(d.delivery_count, 1)
         claim_key: str | None = None
         try:
-            if decoded is None:
-                try:
-                    decoded = self.plan.decode(d.headers)
-                except (ValueError, TypeError) as exc:
-                    decoded = exc
-            if isinstance(decoded, ValueError | TypeError):
-                raise _DeadLetter(INVALID_HEADERS, decoded)
-            env_id, env_key, _, env_correlation = decoded
-            message_id = env_id or d.fallback_id
-            key = d.key if d.key is not None else env_key
-            try:
-                value = self.decoder.decode(d.payload)
-            except (ValueError, pydantic.ValidationError) as exc:
-                raise _DeadLetter(INVALID_PAYLOAD, describe_invalid(exc)) from exc
-            if self.spec.uses_idempotency and self.store is not None:
-                claim_key = f"{self.spec.name}:{self._idempotency_key(d, message_id, key)}"
-                claim = await self.store.claim(claim_key, lease=self.ack_wait)
+            p = prepared if prepared is not None else self.intake.prepare(d, decoded)
+            if p.error is not None:
+                raise p.error
+            claim = p.claim
+            claim_key = p.claim_key
+            if claim_key is not None and self.store is not None:
+                if claim is None:
+                    claim = await self.store.claim(claim_key, lease=self.ack_wait)
+                elif isinstance(claim, Exception):
+                    raise claim
                 if claim.state is ClaimState.BUSY and claim_key in self._unsettled:
                     # Held by our own call whose outputs wait in the outbox: its outcome
                     # comes within one flush, so wait for it rather than retry in a second.
@@ -169,18 +146,18 @@ class Processor:
                 # The claim counts attempts across crashes; the broker's count may be lower.
                 attempt = claim.attempts
             if attempt > self.spec.retry.max_attempts:
-                raise _DeadLetter(
-                    MAX_ATTEMPTS,
+                raise DeadLetter(
+                    envelope.REASON_MAX_ATTEMPTS,
                     f"attempt {attempt} exceeds max_attempts={self.spec.retry.max_attempts} "
                     "(earlier attempts crashed or timed out without an outcome)",
                 )
-            correlation = env_correlation or message_id
+            message_id, key, correlation = p.message_id, p.key, p.correlation
             ctx = (
                 self._context(d, correlation, message_id, key, attempt)
                 if self.wants_context
                 else None
             )
-            result = await self._timed(value, ctx, task, deadlines)
+            result = await self._timed(p.value, ctx, task, deadlines)
             pending = ctx._outputs if ctx is not None else ()
             out = self._outputs(d, correlation, message_id, key, pending, result)
             if not out and claim_key is None:
@@ -191,10 +168,10 @@ class Processor:
                 self._unsettled[claim_key] = None
             self.outbox.put(_Finished(d, out, claim_key, attempt))
             return False  # the outbox owns the claim and the delivery now
-        except _DeadLetter as dl:
+        except DeadLetter as dl:
             await self._dead_letter(d, dl.reason, dl.error, attempt, claim_key)
         except Reject as exc:
-            await self._dead_letter(d, REJECTED, exc, attempt, claim_key)
+            await self._dead_letter(d, envelope.REASON_REJECTED, exc, attempt, claim_key)
         except asyncio.CancelledError:
             # Worker stopping: give the claim back; the broker redelivers the message.
             if claim_key is not None and self.store is not None:
@@ -205,6 +182,13 @@ class Processor:
         finally:
             stats.touch()
         return True
+
+    async def unclaim(self, prepared: Prepared) -> None:
+        """A claimed delivery that will not start (worker stopping): give its claim back."""
+        claim = prepared.claim
+        if prepared.claim_key is not None and isinstance(claim, Claim):
+            if claim.state is ClaimState.ACQUIRED:
+                await self._release(prepared.claim_key)
 
     async def _settle(self, batch: list[_Finished]) -> None:
         """Publish the outputs of a batch of finished calls at once, then settle each input."""
@@ -332,26 +316,6 @@ class Processor:
             _heartbeat=d.in_progress,
         )
 
-    def _idempotency_key(self, d: Delivery, message_id: str, key: str | None) -> str:
-        spec_key = self.spec.idempotency_key
-        if spec_key is None:
-            return message_id
-        found: Any
-        if callable(spec_key):
-            found = spec_key(d.payload, d.headers, key, d.topic)
-        elif self.native_key:
-            try:
-                native = self.plan.key_of(d.payload)
-            except ValueError:
-                native = None  # not JSON: no key (as the Python reader)
-            # A non-string, non-integer value comes back as its JSON; render it as Python did.
-            found = orjson.loads(native) if isinstance(native, bytes) else native
-        else:
-            found = field_path(d.payload, spec_key)
-        if found is None or found == "":
-            raise _DeadLetter(INVALID_PAYLOAD, f"idempotency key {spec_key!r} missing in payload")
-        return str(found)
-
     def _outputs(
         self,
         d: Delivery,
@@ -393,9 +357,9 @@ class Processor:
         try:
             return self.spec.route(payload, d.headers, key, d.topic)
         except NoRoute as exc:
-            raise _DeadLetter(NO_ROUTE, exc) from exc
+            raise DeadLetter(envelope.REASON_NO_ROUTE, exc) from exc
         except (RouteError, ValueError) as exc:
-            raise _DeadLetter(ROUTE_ERROR, exc) from exc
+            raise DeadLetter(envelope.REASON_ROUTE_ERROR, exc) from exc
 
     async def _failed(
         self, d: Delivery, exc: Exception, attempt: int, claim_key: str | None
@@ -408,7 +372,11 @@ class Processor:
             retry = policy.should_retry(attempt, exc)
             delay = policy.delay(attempt)
         if not retry:
-            reason = MAX_ATTEMPTS if attempt >= policy.max_attempts else GAVE_UP
+            reason = (
+                envelope.REASON_MAX_ATTEMPTS
+                if attempt >= policy.max_attempts
+                else envelope.REASON_GAVE_UP
+            )
             await self._dead_letter(d, reason, exc, attempt, claim_key)
             return
         self.logger.info(

@@ -25,7 +25,8 @@ from agentflow.agent import AgentSpec
 from agentflow.brokers.base import Broker, Delivery, Subscription
 from agentflow.deadlines import Deadlines
 from agentflow.idempotency.base import IdempotencyStore
-from agentflow.pipeline import Decoded, Processor
+from agentflow.intake import Decoded, Prepared
+from agentflow.pipeline import Processor
 from agentflow.stats import AgentStats
 
 log = logging.getLogger("agentflow.worker")
@@ -72,6 +73,11 @@ class AgentWorker:
         self._ready: deque[tuple[Delivery, str | None, Decoded]] = deque()
         # Busy keys -> deliveries of that key waiting for the one running (or queued) now.
         self._lanes: dict[str, deque[tuple[Delivery, Decoded]]] = {}
+        # Claimed ahead with their group (idempotent agents): start before anything in _ready.
+        self._claimed: deque[tuple[Delivery, str | None, Prepared]] = deque()
+        self._claim_ahead = spec.uses_idempotency and store is not None
+        # Deliveries taken from _ready and not finished yet (being claimed, claimed, running).
+        self._taken = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._deadlines: Deadlines | None = None
         # Runner tasks still looping (counted down as they leave the loop, before they end).
@@ -131,6 +137,10 @@ class AgentWorker:
             )
             await asyncio.wait(pending, timeout=5.0)
         # Deliveries that never started stay un-acked: closing the subscription hands them back.
+        for d, _, prepared in self._claimed:
+            await self.processor.unclaim(prepared)
+            self._done(d)
+        self._claimed.clear()
         for d, _, _ in self._ready:
             self._done(d)
         for lane in self._lanes.values():
@@ -196,7 +206,8 @@ class AgentWorker:
         if self._stopping:
             return
         room = self.spec.concurrency - self._runners
-        for _ in range(min(len(self._ready), room, max(1, self._runners))):
+        queued = len(self._claimed) + (len(self._ready) if self._can_take() else 0)
+        for _ in range(min(queued, room, max(1, self._runners))):
             self._runners += 1
             task = asyncio.create_task(self._runner())
             self._tasks.add(task)
@@ -209,17 +220,28 @@ class AgentWorker:
         process = self.processor.process
         deadlines = self._deadlines
         ready = self._ready
+        claimed = self._claimed
         try:
-            while ready and not self._stopping:
-                d, key, env = ready.popleft()
-                if ready:
+            while (claimed or (ready and self._can_take())) and not self._stopping:
+                prepared: Prepared | None = None
+                if claimed:
+                    d, key, prepared = claimed.popleft()
+                    env: Decoded | None = None
+                elif self._claim_ahead:
+                    await self._claim_group()
+                    continue
+                else:
+                    d, key, env = ready.popleft()
+                if claimed or (ready and self._can_take()):
                     self._wake()  # more waiting: maybe another runner, if this one waits
                 settled = True
                 try:
-                    settled = await process(d, task, deadlines, env)
+                    settled = await process(d, task, deadlines, env, prepared)
                 except Exception:
                     log.exception("agent %s: unexpected error processing a message", self.spec.name)
                 finally:
+                    if prepared is not None:
+                        self._taken -= 1
                     if settled:
                         self._done(d)  # else the outbox settles it (and calls _done) later
                     # The key's next message may run now: its outputs queue behind these.
@@ -227,8 +249,32 @@ class AgentWorker:
                         self._next_of(key)
         finally:
             self._runners -= 1
-            if ready and not self._stopping:
+            if (claimed or (ready and self._can_take())) and not self._stopping:
                 self._wake()  # this runner was cancelled mid-queue: let another take over
+
+    def _can_take(self) -> bool:
+        """Whether a runner may take from _ready (claim-ahead: while slots are free)."""
+        return self._taken < self.spec.concurrency
+
+    async def _claim_group(self) -> None:
+        """Take as many ready deliveries as there are free slots and claim them at once.
+
+        Only deliveries that can start now are claimed (at most ``concurrency`` taken at a
+        time, as many as would run in parallel anyway), so a crash charges an attempt to no
+        more messages than it would have interrupted mid-call.
+        """
+        ready = self._ready
+        n = min(len(ready), self.spec.concurrency - self._taken)
+        group = [ready.popleft() for _ in range(n)]
+        self._taken += n
+        prepared = [self.processor.intake.prepare(d, env) for d, _, env in group]
+        try:
+            await self.processor.claim_group(prepared)
+        finally:
+            # Even when cancelled: the group waits in _claimed, where stop() finds it.
+            self._claimed.extend(
+                (d, key, p) for (d, key, _), p in zip(group, prepared, strict=True)
+            )
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Start a task that ``stop`` waits for (the outbox's flusher)."""

@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import nats.errors
 import orjson
@@ -86,6 +86,14 @@ def _message_headers(message: OutMessage) -> Mapping[str, str]:
     ):
         return wire_headers(message)
     return headers
+
+
+class Request(NamedTuple):
+    """A JetStream publish sent and waiting for its PubAck."""
+
+    subject: str
+    timeout: float
+    future: asyncio.Future[_Ack]
 
 
 class Publisher:
@@ -253,6 +261,19 @@ class Publisher:
         Raises :class:`APIError` when JetStream refuses it (e.g. a wrong expected sequence),
         :class:`PublishError` when it cannot be sent or is not answered within ``timeout``.
         """
+        return await Publisher.answer(await self.send_request(subject, payload, headers, timeout))
+
+    async def send_request(
+        self,
+        subject: str,
+        payload: bytes,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = _TRY_TIMEOUT,
+    ) -> Request:
+        """Send one JetStream publish; :meth:`answer` waits for its PubAck.
+
+        Several requests sent first and answered after share one round trip.
+        """
         block = encode_headers(headers) if headers else b""
         timeout = min(timeout, self._timeout)
         deadline = time.monotonic() + timeout
@@ -262,12 +283,21 @@ class Publisher:
             fut = await self._send(subject, block, payload, deadline)
         except nats.errors.Error as exc:
             raise PublishError(f"cannot publish to {subject!r}: {exc!r}") from None
+        return Request(subject, timeout, fut)
+
+    @staticmethod
+    async def answer(request: Request) -> _Ack:
+        """The PubAck of a request sent with :meth:`send_request` (errors as ``request``)."""
         try:
-            return await fut
+            return await request.future
         except _Unanswered:
-            raise PublishError(f"no PubAck for {subject!r} within {timeout:g}s") from None
+            raise PublishError(
+                f"no PubAck for {request.subject!r} within {request.timeout:g}s"
+            ) from None
         except (_NoStream, _Retryable) as exc:
-            raise PublishError(f"no stream accepts {subject!r} right now ({exc!r})") from None
+            raise PublishError(
+                f"no stream accepts {request.subject!r} right now ({exc!r})"
+            ) from None
 
     async def publish(self, messages: Sequence[OutMessage]) -> None:
         """Publish ``messages``; return once every one has a PubAck (duplicates included)."""

@@ -11,6 +11,9 @@ import asyncio
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
+
+_T = TypeVar("_T")
 
 
 class ClaimState(enum.Enum):
@@ -52,6 +55,18 @@ class IdempotencyStore(abc.ABC):
         count carries over.
         """
 
+    async def claim_many(self, keys: Sequence[str], lease: float) -> list[Claim | Exception]:
+        """Claim several keys (in order); per key, its claim or the error that kept it back.
+
+        The runtime claims the messages it is about to start together, so a store whose
+        claims are round trips or transactions pays one per group instead of one per key.
+        This default claims them concurrently; stores that can batch override it.
+        """
+        results = await asyncio.gather(
+            *(self.claim(k, lease) for k in keys), return_exceptions=True
+        )
+        return [_per_key(r) for r in results]
+
     @abc.abstractmethod
     async def complete(self, key: str, ttl: float) -> None:
         """Mark ``key`` completed; remember it for ``ttl`` seconds."""
@@ -78,12 +93,7 @@ class IdempotencyStore(abc.ABC):
         results = await asyncio.gather(
             *(self.complete(k, ttl) for k in keys), return_exceptions=True
         )
-        out: list[Exception | None] = []
-        for r in results:
-            if isinstance(r, BaseException) and not isinstance(r, Exception):
-                raise r  # cancelled: not a per-key outcome
-            out.append(r)
-        return out
+        return [_per_key(r) for r in results]
 
     @abc.abstractmethod
     async def release(self, key: str) -> None:
@@ -92,3 +102,10 @@ class IdempotencyStore(abc.ABC):
     @abc.abstractmethod
     async def forget(self, key: str) -> None:
         """Drop ``key`` and its attempt count (after it was dead-lettered, so a replay runs)."""
+
+
+def _per_key(result: _T | BaseException) -> _T | Exception:
+    """One gathered result as a per-key outcome; a cancellation is not one: it is raised."""
+    if isinstance(result, BaseException) and not isinstance(result, Exception):
+        raise result
+    return result

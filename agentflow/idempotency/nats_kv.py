@@ -49,7 +49,7 @@ from nats.js.kv import KeyValue
 from agentflow.brokers.base import Broker, BrokerError, PublishError
 from agentflow.brokers.nats import NatsBroker
 from agentflow.brokers.nats_config import parse_duration
-from agentflow.brokers.nats_publish import Publisher
+from agentflow.brokers.nats_publish import Publisher, Request
 from agentflow.idempotency.base import Claim, ClaimState, IdempotencyStore
 
 __all__ = ["NatsKvStore", "from_url"]
@@ -67,6 +67,8 @@ _EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
 _DIAGNOSE_TIMEOUT = 1.0
 _KEY_SAFE = re.compile(r"^[A-Za-z0-9_=-]+$")
 _STORE_OPTIONS = {"ttl", "replicas", "storage", "bucket", "confirm"}
+# (owner token, attempts) of a claim this process holds on a key.
+_Held = tuple[str, int]
 
 
 def kv_key(key: str) -> str:
@@ -110,8 +112,8 @@ class NatsKvStore(IdempotencyStore):
         self._own: NatsBroker | None = None
         self._kv: KeyValue | None = None
         self._conn: NatsBroker | None = None
-        # key -> (owner token, attempts) of claims this process holds.
-        self._held: dict[str, tuple[str, int]] = {}
+        # Claims this process holds.
+        self._held: dict[str, _Held] = {}
         self._warned_ttl = False
         # Owner tokens: a random per-store prefix and a counter (uuid4 per claim costs more).
         self._owner_prefix = uuid.uuid4().hex[:16]
@@ -197,16 +199,33 @@ class NatsKvStore(IdempotencyStore):
         caller's key, not its encoding).
         """
         kv = self._bucket()
+        publisher = self._publisher()
+        headers = None if last is None else {_EXPECTED_LAST: str(last)}
+        subject = f"{kv._pre}{k}"
+        if not confirm and headers is None:
+            try:
+                await publisher.send_unconfirmed(subject, value)
+            except PublishError as exc:
+                raise await self._write_failed(key, exc) from None
+            return
+        try:
+            request = await publisher.send_request(subject, value, headers)
+        except PublishError as exc:
+            raise await self._write_failed(key, exc) from None
+        await self._answered(key, request)
+
+    def _publisher(self) -> Publisher:
+        """The broker connection's publisher (BrokerError without a live connection)."""
         conn = self._conn
         publisher: Publisher | None = conn.publisher if conn is not None else None
         if publisher is None:
             raise BrokerError(f"KV bucket {self.bucket} has no live NATS connection")
-        headers = None if last is None else {_EXPECTED_LAST: str(last)}
+        return publisher
+
+    async def _answered(self, key: str, request: Request) -> None:
+        """Wait for a write's PubAck; a lost compare-and-set raises KeyWrongLastSequenceError."""
         try:
-            if not confirm and headers is None:
-                await publisher.send_unconfirmed(f"{kv._pre}{k}", value)
-                return
-            await publisher.request(f"{kv._pre}{k}", value, headers)
+            await Publisher.answer(request)
         except APIError as exc:
             if exc.err_code in _WRONG_LAST:
                 raise KeyWrongLastSequenceError(description=exc.description) from None
@@ -237,33 +256,89 @@ class NatsKvStore(IdempotencyStore):
 
         A new key (the common case) costs one write; the key is read only when it exists.
         """
-        k = kv_key(key)
+        return await self._claim(key, kv_key(key), lease, read_first=False)
+
+    async def claim_many(self, keys: Sequence[str], lease: float) -> list[Claim | Exception]:
+        """Claim every key: all first writes (creates) sent, then their PubAcks awaited.
+
+        A key whose create finds it existing (or written meanwhile) is read and claimed
+        against its revision, as ``claim`` does.
+        """
+        publisher = self._publisher()
+        prefix = self._bucket()._pre
+        create = {_EXPECTED_LAST: "0"}
+        sent: list[tuple[str, str, _Held, _Held | None, Request] | Exception] = []
+        for key in keys:
+            k = kv_key(key)
+            before = self._held.get(key)
+            value, held = self._running(key, 1, lease)
+            try:
+                request = await publisher.send_request(f"{prefix}{k}", value, create)
+            except PublishError as exc:
+                self._unhold(key, held, before)
+                sent.append(await self._write_failed(key, exc))
+                continue
+            sent.append((key, k, held, before, request))
+        out: list[Claim | Exception] = []
+        for item in sent:
+            if isinstance(item, Exception):
+                out.append(item)
+                continue
+            key, k, held, before, request = item
+            try:
+                await self._answered(key, request)
+                out.append(Claim(ClaimState.ACQUIRED, 1))
+            except KeyWrongLastSequenceError:
+                self._unhold(key, held, before)
+                out.append(await self._claim_or_error(key, k, lease))
+            except Exception as exc:
+                out.append(exc)
+        return out
+
+    async def _claim_or_error(self, key: str, k: str, lease: float) -> Claim | Exception:
+        """``_claim`` after a lost create: the claim, or the error as a per-key outcome."""
+        try:
+            return await self._claim(key, k, lease, read_first=True)
+        except Exception as exc:
+            return exc
+
+    async def _claim(self, key: str, k: str, lease: float, *, read_first: bool) -> Claim:
+        """Compare-and-set loop of a claim (``read_first``: the key is known to exist)."""
         record: dict[str, Any] | None = None
         revision = 0
         for tries in range(_CAS_TRIES):
             now = self._clock()
-            if tries:
+            if tries or read_first:
                 record, revision = await self._read(key, k)
             state, attempts = _decide(record, now)
             if state is not ClaimState.ACQUIRED:
                 return Claim(state, attempts)
-            owner = f"{self._owner_prefix}{next(self._owners):x}"
-            value = orjson.dumps({"s": _RUNNING, "a": attempts, "e": now + lease, "o": owner})
             # Held before the write: if its PubAck is lost, ``release`` can still free the
             # key should the write have landed.
             before = self._held.get(key)
-            self._held[key] = (owner, attempts)
+            value, held = self._running(key, attempts, lease)
             try:
                 await self._write(key, k, value, last=revision)
             except KeyWrongLastSequenceError:
-                if self._held.get(key) == (owner, attempts):  # not taken over meanwhile
-                    if before is None:
-                        del self._held[key]
-                    else:
-                        self._held[key] = before
+                self._unhold(key, held, before)
                 continue  # the key exists, or another worker wrote first: look again
             return Claim(ClaimState.ACQUIRED, attempts)
         return Claim(ClaimState.BUSY, 0)
+
+    def _running(self, key: str, attempts: int, lease: float) -> tuple[bytes, _Held]:
+        """A running record for a claim on ``key`` (recorded as held); its value and owner."""
+        owner = f"{self._owner_prefix}{next(self._owners):x}"
+        value = orjson.dumps({"s": _RUNNING, "a": attempts, "e": self._clock() + lease, "o": owner})
+        held = self._held[key] = (owner, attempts)
+        return value, held
+
+    def _unhold(self, key: str, held: tuple[str, int], before: tuple[str, int] | None) -> None:
+        """A claim write lost: forget it as held, unless taken over meanwhile."""
+        if self._held.get(key) == held:
+            if before is None:
+                del self._held[key]
+            else:
+                self._held[key] = before
 
     async def complete(self, key: str, ttl: float) -> None:
         """Mark ``key`` done until ``now + ttl`` (``ttl <= 0``: as long as the bucket keeps it)."""

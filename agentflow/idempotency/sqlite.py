@@ -112,7 +112,13 @@ class SqliteStore(IdempotencyStore):
         if directory:
             os.makedirs(directory, exist_ok=True)
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves.
-        conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self._busy_timeout,
+            isolation_level=None,
+            # Room for the multi-row statements of every chunk size (see _claim_sql).
+            cached_statements=2 * _CHUNK + 16,
+        )
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             # NORMAL is crash-safe in WAL mode for process crashes (what a claim must survive).
@@ -217,6 +223,12 @@ class SqliteStore(IdempotencyStore):
         now = self._clock()
         return await self._submit(lambda conn: _claim(conn, key, now, lease))
 
+    async def claim_many(self, keys: Sequence[str], lease: float) -> list[Claim | Exception]:
+        """Claim every key, in order, as one step of the next transaction."""
+        now = self._clock()
+        claims: list[Claim] = await self._submit(lambda conn: _claim_all(conn, keys, now, lease))
+        return list(claims)
+
     async def complete(self, key: str, ttl: float) -> None:
         """Mark ``key`` completed for ``ttl`` seconds, keeping its attempt count."""
         now = self._clock()
@@ -227,25 +239,18 @@ class SqliteStore(IdempotencyStore):
         await self._submit(lambda conn: _complete(conn, key, expires, now if purge else None))
 
     async def complete_many(self, keys: Sequence[str], ttl: float) -> list[Exception | None]:
-        """Complete every key in one transaction (with whatever else is queued)."""
+        """Complete every key with one statement in the next transaction."""
         now = self._clock()
         expires = now + ttl if ttl > 0 else None
         purge = now - self._last_purge >= _PURGE_INTERVAL
         if purge:
             self._last_purge = now
-        steps: list[Callable[[sqlite3.Connection], object]] = [
-            functools.partial(_complete, key=k, expires=expires, purge_before=None) for k in keys
-        ]
-        if purge and steps:
-            steps[-1] = functools.partial(
-                _complete, key=keys[-1], expires=expires, purge_before=now
-            )
-        out: list[Exception | None] = []
-        for r in await self._submit_all(steps):
-            if isinstance(r, BaseException) and not isinstance(r, Exception):
-                raise r
-            out.append(r if isinstance(r, Exception) else None)
-        return out
+        purge_before = now if purge else None
+        try:
+            await self._submit(lambda conn: _complete_all(conn, keys, expires, purge_before))
+        except Exception as exc:
+            return [exc] * len(keys)
+        return [None] * len(keys)
 
     async def release(self, key: str) -> None:
         """End the lease now, keeping the attempt count for the next claim."""
@@ -304,16 +309,96 @@ def _rollback(conn: sqlite3.Connection) -> None:
 
 def _claim(conn: sqlite3.Connection, key: str, now: float, lease: float) -> Claim:
     """Decide and record a claim; runs inside the caller's write transaction."""
-    row = conn.execute(
-        "SELECT state, attempts, expires FROM af_idempotency WHERE key = ?", (key,)
-    ).fetchone()
-    claim = _decide(row, now)
+    claim = _decide(_row(conn, key), now)
     if claim.state is ClaimState.ACQUIRED:
         conn.execute(
             "INSERT OR REPLACE INTO af_idempotency VALUES (?, ?, ?, ?)",
             (key, _PENDING, claim.attempts, now + lease),
         )
     return claim
+
+
+def _claim_all(
+    conn: sqlite3.Connection, keys: Sequence[str], now: float, lease: float
+) -> list[Claim]:
+    """Decide and record several claims in order; inside the caller's write transaction.
+
+    One upsert for a whole chunk of distinct keys: it writes exactly the keys that can be
+    acquired (absent, completion expired, lease expired) and returns their attempt counts;
+    the keys it left alone are read to tell completed from busy, as ``_claim`` would.
+    """
+    if len(set(keys)) != len(keys):  # a key twice: the second must see the first's claim
+        return [_claim(conn, key, now, lease) for key in keys]
+    acquired: dict[str, int] = {}
+    for start in range(0, len(keys), _CHUNK):
+        chunk = keys[start : start + _CHUNK]
+        params: list[object] = []
+        for key in chunk:
+            params += (key, now + lease)
+        params += (now, now)
+        acquired.update(conn.execute(_claim_sql(len(chunk)), params).fetchall())
+    out: list[Claim] = []
+    for key in keys:
+        attempts = acquired.get(key)
+        if attempts is not None:
+            out.append(Claim(ClaimState.ACQUIRED, attempts))
+        else:  # not acquirable at ``now``: completed or leased
+            out.append(_decide(_row(conn, key), now))
+    return out
+
+
+# Rows per multi-row statement (SQLite allows 32766 parameters; two per row).
+_CHUNK = 256
+
+
+@functools.lru_cache(maxsize=_CHUNK)
+def _claim_sql(rows: int) -> str:
+    """The claim upsert for ``rows`` keys; its parameters: (key, expires) per row, now, now."""
+    values = ",".join([f"(?, {_PENDING}, 1, ?)"] * rows)
+    return (
+        f"INSERT INTO af_idempotency (key, state, attempts, expires) VALUES {values}"
+        " ON CONFLICT (key) DO UPDATE SET"
+        f" attempts = CASE WHEN state = {_DONE} THEN 1 ELSE attempts + 1 END,"
+        f" state = {_PENDING}, expires = excluded.expires"
+        f" WHERE (state = {_DONE} AND expires IS NOT NULL AND expires <= ?)"
+        f" OR (state = {_PENDING} AND (expires IS NULL OR expires <= ?))"
+        " RETURNING key, attempts"
+    )
+
+
+@functools.lru_cache(maxsize=_CHUNK)
+def _complete_sql(rows: int) -> str:
+    """The completion upsert for ``rows`` keys; its parameters: (key, expires) per row."""
+    values = ",".join([f"(?, {_DONE}, 1, ?)"] * rows)
+    return (
+        f"INSERT INTO af_idempotency (key, state, attempts, expires) VALUES {values}"
+        " ON CONFLICT (key) DO UPDATE SET state = excluded.state, expires = excluded.expires"
+    )
+
+
+def _row(conn: sqlite3.Connection, key: str) -> tuple[int, int, float | None] | None:
+    """A key's stored (state, attempts, expires), or None."""
+    row: tuple[int, int, float | None] | None = conn.execute(
+        "SELECT state, attempts, expires FROM af_idempotency WHERE key = ?", (key,)
+    ).fetchone()
+    return row
+
+
+def _complete_all(
+    conn: sqlite3.Connection,
+    keys: Sequence[str],
+    expires: float | None,
+    purge_before: float | None,
+) -> None:
+    """Record several completions (and purge when due); inside a transaction."""
+    for start in range(0, len(keys), _CHUNK):
+        chunk = keys[start : start + _CHUNK]
+        params: list[object] = []
+        for key in chunk:
+            params += (key, expires)
+        conn.execute(_complete_sql(len(chunk)), params)
+    if purge_before is not None:
+        _purge(conn, purge_before)
 
 
 def _complete(
@@ -326,9 +411,12 @@ def _complete(
         (key, _DONE, expires),
     )
     if purge_before is not None:
-        conn.execute(
-            "DELETE FROM af_idempotency WHERE state = ? AND expires <= ?", (_DONE, purge_before)
-        )
+        _purge(conn, purge_before)
+
+
+def _purge(conn: sqlite3.Connection, before: float) -> None:
+    """Delete completions that expired before ``before``; inside a transaction."""
+    conn.execute("DELETE FROM af_idempotency WHERE state = ? AND expires <= ?", (_DONE, before))
 
 
 def _release(conn: sqlite3.Connection, key: str, now: float) -> None:

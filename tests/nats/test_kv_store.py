@@ -299,6 +299,9 @@ async def test_confirmed_complete_many_completes_each_key(store: NatsKvStore) ->
 _CONTRACT = [
     contract.test_claim_complete,
     contract.test_complete_many_completes_each_key,
+    contract.test_claim_many_decides_as_claim_does,
+    contract.test_claim_many_same_key_twice,
+    contract.test_claim_many_beyond_one_statement,
     contract.test_busy_while_leased,
     contract.test_lease_expiry_counts_attempts,
     contract.test_release_keeps_attempts,

@@ -77,6 +77,62 @@ async def test_sqlite_complete_many_is_one_transaction(tmp_path: Path) -> None:
         await store.close()
 
 
+async def _every_state(store: IdempotencyStore, clock: Clock) -> list[str]:
+    """Keys in every state a claim can meet; returns them (the clock ends 20 s later)."""
+    await store.claim("leased", 60)
+    await store.claim("lapsed", 10)  # lease runs out below: acquired again, attempt 2
+    for k in ("done", "done-expired", "done-forever"):
+        await store.claim(k, 10)
+    await store.complete("done", 600)
+    await store.complete("done-expired", 5)
+    await store.complete("done-forever", 0)
+    await store.claim("released", 10)
+    await store.release("released")
+    clock.now += 20
+    return ["new", "leased", "lapsed", "done", "done-expired", "done-forever", "released"]
+
+
+async def test_claim_many_decides_as_claim_does(store: IdempotencyStore, clock: Clock) -> None:
+    keys = await _every_state(store, clock)
+    many = await store.claim_many(keys, 30)
+    # What a claim of each alone gives (the cases of the tests around this one).
+    assert [c if isinstance(c, Exception) else (c.state, c.attempts) for c in many] == [
+        (A, 1), (B, 1), (A, 2), (C, 1), (A, 1), (C, 1), (A, 2)
+    ]  # fmt: skip
+    # What claim_many acquired is leased now, as after a claim.
+    again = [await store.claim(k, 30) for k in keys]
+    assert [c.state for c in again] == [B, B, B, C, B, C, B]
+
+
+async def test_claim_many_same_key_twice(store: IdempotencyStore) -> None:
+    claims = await store.claim_many(["k", "k"], 10)
+    assert [(c.state, c.attempts) for c in claims if not isinstance(c, Exception)] == [
+        (A, 1),
+        (B, 1),
+    ]
+
+
+async def test_claim_many_beyond_one_statement(store: IdempotencyStore) -> None:
+    keys = [f"k{i}" for i in range(600)]  # more rows than one SQLite statement takes
+    await store.complete("k7", 60)
+    claims = await store.claim_many(keys, 10)
+    assert [c.state for c in claims if not isinstance(c, Exception)] == [
+        C if k == "k7" else A for k in keys
+    ]
+
+
+async def test_sqlite_claim_many_is_one_transaction(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "idem.db")
+    await store.open()
+    try:
+        before = store.transactions
+        claims = await store.claim_many([f"k{i}" for i in range(50)], 10)
+        assert all(not isinstance(c, Exception) and c.state is A for c in claims)
+        assert store.transactions == before + 1, "fifty claims, one commit"
+    finally:
+        await store.close()
+
+
 async def test_busy_while_leased(store: IdempotencyStore, clock: Clock) -> None:
     assert (await store.claim("k", 10)).state is A
     busy = await store.claim("k", 10)
