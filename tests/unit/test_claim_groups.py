@@ -1,0 +1,89 @@
+"""Claims of idempotent agents: messages about to start are claimed together, no more."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from agentflow import App
+from agentflow.brokers.memory import MemoryBroker
+from agentflow.idempotency.base import Claim
+from agentflow.idempotency.memory import MemoryStore
+from agentflow.intake import Prepared
+from tests.conformance.support import eventually
+
+
+class RecordingStore(MemoryStore):
+    """A memory store that records which keys were claimed, and how."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.groups: list[list[str]] = []
+        self.single: list[str] = []
+        self.released: list[str] = []
+
+    async def claim_many(self, keys: Sequence[str], lease: float) -> list[Claim | Exception]:
+        self.groups.append(list(keys))
+        return await super().claim_many(keys, lease)
+
+    async def claim(self, key: str, lease: float) -> Claim:
+        if not any(key in g for g in self.groups):
+            self.single.append(key)
+        return await super().claim(key, lease)
+
+    async def release(self, key: str) -> None:
+        self.released.append(key)
+        await super().release(key)
+
+    def claimed(self) -> int:
+        return sum(len(g) for g in self.groups) + len(self.single)
+
+
+async def test_ready_messages_are_claimed_together_up_to_the_free_slots() -> None:
+    store = RecordingStore()
+    app = App("claims", broker=MemoryBroker(), store=store)
+    gate = asyncio.Event()
+    running: list[int] = []
+
+    @app.agent(consumes="in", concurrency=4, idempotency_key="n")
+    async def work(msg: dict[str, int]) -> None:
+        running.append(msg["n"])
+        await gate.wait()
+
+    for n in range(12):  # retained: the agent's first fetch takes all twelve
+        await app.publish("in", {"n": n})
+    async with app:
+        await eventually(lambda: len(running) == 4, what="four calls running")
+        await asyncio.sleep(0.1)
+        # Twelve fetched, four slots: only the four that started hold a claim.
+        assert store.claimed() == 4
+        assert store.groups[0] == [f"work:{n}" for n in range(4)], "one store call for four"
+        gate.set()
+        await eventually(lambda: app.stats["work"].succeeded == 12, what="all twelve done")
+    assert store.single == [], "no message claimed on its own"
+    assert sorted(k for g in store.groups for k in g) == sorted(f"work:{n}" for n in range(12))
+    assert running == list(range(12))
+
+
+async def test_claims_of_messages_that_never_started_are_given_back_on_stop() -> None:
+    store = RecordingStore()
+    app = App("claims", broker=MemoryBroker(), store=store)
+
+    @app.agent(consumes="in", idempotency_key="n")
+    async def work(msg: dict[str, int]) -> None:
+        return None
+
+    async with app:
+        (claim,) = await store.claim_many(["work:7"], 30)
+        prepared = Prepared(None, "m7", None, "m7", {"n": 7}, "work:7")
+        prepared.claim = claim
+        # A claimed delivery that no runner took before the worker stopped.
+        app._workers[0]._claimed.append((_FakeDelivery(), None, prepared))  # type: ignore[arg-type]
+    assert store.released == ["work:7"]
+    assert (await store.claim("work:7", 30)).attempts == 2, "free again, the attempt counted"
+
+
+class _FakeDelivery:
+    """Just enough of a delivery for the worker's stop bookkeeping."""
+
+    topic = "in"
