@@ -116,8 +116,8 @@ class SqliteStore(IdempotencyStore):
             self.path,
             timeout=self._busy_timeout,
             isolation_level=None,
-            # Room for the multi-row statements of every chunk size (see _claim_sql).
-            cached_statements=2 * _CHUNK + 16,
+            # Room for the multi-row statements of every chunk size (see _chunks).
+            cached_statements=2 * len(_CHUNK_SIZES) + 16,
         )
         try:
             conn.execute("PRAGMA journal_mode=WAL")
@@ -330,8 +330,7 @@ def _claim_all(
     if len(set(keys)) != len(keys):  # a key twice: the second must see the first's claim
         return [_claim(conn, key, now, lease) for key in keys]
     acquired: dict[str, int] = {}
-    for start in range(0, len(keys), _CHUNK):
-        chunk = keys[start : start + _CHUNK]
+    for chunk in _chunks(keys):
         params: list[object] = []
         for key in chunk:
             params += (key, now + lease)
@@ -347,11 +346,25 @@ def _claim_all(
     return out
 
 
-# Rows per multi-row statement (SQLite allows 32766 parameters; two per row).
-_CHUNK = 256
+# Rows per multi-row statement: powers of two up to this many, so a few prepared statements
+# (kept in the connection's cache) serve every batch size.
+_CHUNK = 128
+_CHUNK_SIZES = [1 << i for i in range(_CHUNK.bit_length() - 1, -1, -1)]
 
 
-@functools.lru_cache(maxsize=_CHUNK)
+def _chunks(keys: Sequence[str]) -> list[Sequence[str]]:
+    """``keys`` cut into runs of power-of-two lengths, longest first (100 = 64 + 32 + 4)."""
+    out: list[Sequence[str]] = []
+    start, left = 0, len(keys)
+    for size in _CHUNK_SIZES:
+        while left >= size:
+            out.append(keys[start : start + size])
+            start += size
+            left -= size
+    return out
+
+
+@functools.lru_cache(maxsize=len(_CHUNK_SIZES))
 def _claim_sql(rows: int) -> str:
     """The claim upsert for ``rows`` keys; its parameters: (key, expires) per row, now, now."""
     values = ",".join([f"(?, {_PENDING}, 1, ?)"] * rows)
@@ -366,7 +379,7 @@ def _claim_sql(rows: int) -> str:
     )
 
 
-@functools.lru_cache(maxsize=_CHUNK)
+@functools.lru_cache(maxsize=len(_CHUNK_SIZES))
 def _complete_sql(rows: int) -> str:
     """The completion upsert for ``rows`` keys; its parameters: (key, expires) per row."""
     values = ",".join([f"(?, {_DONE}, 1, ?)"] * rows)
@@ -391,8 +404,7 @@ def _complete_all(
     purge_before: float | None,
 ) -> None:
     """Record several completions (and purge when due); inside a transaction."""
-    for start in range(0, len(keys), _CHUNK):
-        chunk = keys[start : start + _CHUNK]
+    for chunk in _chunks(keys):
         params: list[object] = []
         for key in chunk:
             params += (key, expires)
