@@ -9,6 +9,7 @@ trip, not N. Keys pick the partition exactly as the Java client does (murmur2).
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -24,8 +25,6 @@ __all__ = ["Publisher", "RecentIds", "encode_headers", "java_partitioner"]
 def java_partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
     """aiokafka partitioner: murmur2 for keys (native), sticky-free random spread otherwise."""
     if key is None:
-        import random
-
         return random.choice(available or all_partitions)
     return all_partitions[_native.murmur2_partition(key, len(all_partitions))]
 
@@ -155,9 +154,64 @@ class Publisher:
             msg, key, headers = batch[0]
             await self._wait_one(await self._send(msg.topic, msg.payload, key, headers), msg.topic)
         elif batch:
-            futures = [await self._send(m.topic, m.payload, k, h) for m, k, h in batch]
-            await self._wait(futures, [m.topic for m, *_ in batch])
+            await self._send_batches(batch)
         recent.add_all(pending)
+
+    async def _send_batches(
+        self, batch: list[tuple[OutMessage, bytes | None, list[tuple[str, bytes]]]]
+    ) -> None:
+        """Send records as one record batch per partition; wait for every batch's ack.
+
+        The producer's per-record ``send`` makes a future and a metadata object for each
+        record; a whole flush goes out in a few batches instead, each answered once.
+        Partitions are picked as ``send`` would (murmur2 of the key; keyless records of one
+        flush stay together on one partition, as Kafka's sticky partitioner keeps them).
+        """
+        from aiokafka.errors import KafkaError
+
+        producer = self.producer
+        by_partition: dict[tuple[str, int], list[int]] = {}
+        partitions: dict[str, tuple[list[int], int]] = {}
+        for i, (msg, key, _) in enumerate(batch):
+            topic = msg.topic
+            known = partitions.get(topic)
+            if known is None:
+                known = partitions[topic] = await self._partitions(topic)
+            all_partitions, sticky = known
+            if key is None:
+                part = sticky
+            else:
+                part = all_partitions[_native.murmur2_partition(key, len(all_partitions))]
+            by_partition.setdefault((topic, part), []).append(i)
+        futures: list[asyncio.Future[Any]] = []
+        topics: list[str] = []
+        try:
+            for (topic, part), indexes in by_partition.items():
+                builder = producer.create_batch()
+                for i in indexes:
+                    msg, key, headers = batch[i]
+                    record = {"timestamp": None, "key": key, "value": msg.payload}
+                    if builder.append(**record, headers=headers) is None:  # batch full
+                        futures.append(await producer.send_batch(builder, topic, partition=part))
+                        topics.append(topic)
+                        builder = producer.create_batch()
+                        builder.append(**record, headers=headers)  # the first always fits
+                futures.append(await producer.send_batch(builder, topic, partition=part))
+                topics.append(topic)
+        except KafkaError as exc:
+            raise PublishError(f"Kafka refused a batch of messages: {exc}") from exc
+        await self._wait(futures, topics)
+
+    async def _partitions(self, topic: str) -> tuple[list[int], int]:
+        """The topic's partitions (from the producer's metadata) and one for keyless records."""
+        from aiokafka.errors import KafkaError
+
+        try:
+            known = sorted(await self.producer.partitions_for(topic))
+        except KafkaError as exc:
+            raise PublishError(f"Kafka refused a message for {topic!r}: {exc}") from exc
+        available = self.producer.client.cluster.available_partitions_for_topic(topic)
+        return known, random.choice(sorted(available) if available else known)
 
     async def send_copy(
         self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]

@@ -303,6 +303,53 @@ async def test_attempt_record_counts_deliveries_that_killed_the_worker(kafka_url
         await broker.close()
 
 
+async def test_a_flush_goes_out_as_record_batches_where_send_would_put_each(
+    kafka_url: str,
+) -> None:
+    broker = await connected(fast(kafka_url, partitions=3))
+    topic = name()
+    producer = broker.publisher.producer
+    calls = {"send": 0, "send_batch": 0}
+    for method in calls:
+        original = getattr(producer, method)
+
+        def counting(*a: object, _m: str = method, _f: object = original, **kw: object) -> object:
+            calls[_m] += 1
+            return _f(*a, **kw)  # type: ignore[operator]
+
+        setattr(producer, method, counting)
+    try:
+        await broker.ensure_topics([topic])
+        pad = b"x" * 400  # 300 records of ~0.5 KB: more than one 16 KB batch per partition
+        keyed = [
+            OutMessage(topic, b"%d:" % i + pad, {"af-id": f"{topic}-{i}"}, f"k{i % 7}")
+            for i in range(300)
+        ]
+        keyless = [
+            OutMessage(topic, b"n%d:" % i + pad, {"af-id": f"{topic}-n{i}"}, None)
+            for i in range(20)
+        ]
+        await broker.publish(keyed + keyless)
+        assert calls["send"] == 0, "no record sent alone"
+        assert 3 < calls["send_batch"] < 40, calls
+        records = await read_topic(broker, topic)
+        assert len(records) == 320, "each record exactly once"
+        by_key: dict[str, list[int]] = {}
+        keyless_partitions = set()
+        for r in records:
+            head = r.value.split(b":")[0].decode()
+            if r.key is None:
+                keyless_partitions.add(r.partition)
+                continue
+            key = r.key.decode()
+            assert r.partition == _native.murmur2_partition(r.key, 3), "the Java client's choice"
+            by_key.setdefault(key, []).append(int(head))
+        assert all(ns == sorted(ns) for ns in by_key.values()), "each key in order"
+        assert len(keyless_partitions) == 1, "a flush's keyless records stay together"
+    finally:
+        await broker.close()
+
+
 def key_for(partition: int, partitions: int) -> str:
     """A message key the producer's partitioner sends to ``partition``."""
     for i in itertools.count():
