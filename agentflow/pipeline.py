@@ -1,7 +1,8 @@
 """Processing of one delivery, step by step.
 
-decode headers -> decode/validate payload -> idempotency claim -> handler under timeout ->
-publish outputs with derived ids (awaiting the broker) -> complete the claim -> ack.
+decode headers -> decode/validate payload -> idempotency claim (``intake.py``; the worker
+claims the deliveries about to start as a group) -> handler under timeout -> publish outputs
+with derived ids (awaiting the broker, through the outbox) -> complete the claim -> ack.
 Any failure either naks the delivery with the policy's delay or dead-letters it; nothing is
 acked before its outputs are durably accepted.
 """
