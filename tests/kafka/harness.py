@@ -181,7 +181,9 @@ class PrivateKafka:
         )
         log4j = f"-Dlog4j2.configurationFile={self.dir}/log4j2.properties"
         self._java = ["java", "-Xmx512m", log4j]
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = "-"
+        while cluster_id.startswith("-"):  # "-t -x..." would read as an option (1 id in 64)
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         formatted = subprocess.run(
             [*self._java, "-cp", self.classpath, "kafka.tools.StorageTool", "format",
              "--standalone", "-t", cluster_id, "-c", str(config),
