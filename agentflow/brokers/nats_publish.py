@@ -32,7 +32,7 @@ from nats.js.errors import APIError
 
 from agentflow.brokers.base import BrokerError, OutMessage, PublishError
 from agentflow.brokers.nats_streams import StreamMapper, validate_subject
-from agentflow.brokers.nats_wire import encode_headers, send_pub
+from agentflow.brokers.nats_wire import encode_headers, pub_command, send_commands
 
 log = logging.getLogger("agentflow.brokers.nats")
 
@@ -224,30 +224,62 @@ class Publisher:
             await asyncio.wait((self._room,), timeout=remaining)
         return True
 
-    async def _send(
-        self, topic: str, block: bytes, payload: bytes, expires: float
-    ) -> asyncio.Future[_Ack]:
-        """Send one message with a reply subject; the future resolves on its PubAck."""
-        token = str(next(self._tokens))
-        fut: asyncio.Future[_Ack] = asyncio.get_running_loop().create_future()
-        self._waiting[token] = (fut, expires)
+    async def _send_many(
+        self, frames: Sequence[tuple[str, bytes, bytes]], expires: float
+    ) -> list[asyncio.Future[_Ack]]:
+        """Send (subject, header block, payload) messages in one write; a future for each.
+
+        The caller makes room in the window for all of them (see ``_room_for``).
+        """
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[_Ack]] = []
+        commands: list[bytes] = []
+        tokens: list[str] = []
+        size = 0
+        prefix = self._prefix
+        for topic, block, payload in frames:
+            token = str(next(self._tokens))
+            fut: asyncio.Future[_Ack] = loop.create_future()
+            self._waiting[token] = (fut, expires)
+            tokens.append(token)
+            futures.append(fut)
+            commands.append(pub_command(topic, f"{prefix}.{token}", block, payload))
+            size += len(payload)
         try:
-            await send_pub(self._nc, topic, f"{self._prefix}.{token}", block, payload)
+            await send_commands(self._nc, commands, size)
         except BaseException:
-            self._waiting.pop(token, None)
+            for token in tokens:
+                self._waiting.pop(token, None)
             raise
-        self._in_flight += 1
-        fut.add_done_callback(self._slot_done)
-        return fut
+        self._in_flight += len(futures)
+        for fut in futures:
+            fut.add_done_callback(self._slot_done)
+        return futures
+
+    async def _room_for(self, wanted: int, deadline: float) -> int:
+        """Wait for room in the window; how many of ``wanted`` messages fit (0: none came)."""
+        if not await self._wait_room(deadline):
+            return 0
+        return min(wanted, self._window - self._in_flight)
 
     async def send_unconfirmed(self, subject: str, payload: bytes) -> None:
         """Publish one message without a reply subject: no PubAck is sent or awaited."""
+        await self.send_unconfirmed_many([(subject, payload)])
+
+    async def send_unconfirmed_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """Publish (subject, payload) messages in one write, without reply subjects."""
+        if not messages:
+            return
         if not self._nc.is_connected:
-            raise PublishError(f"cannot publish to {subject!r}: NATS is not connected")
+            raise PublishError(f"cannot publish to {messages[0][0]!r}: NATS is not connected")
         try:
-            await send_pub(self._nc, subject, "", b"", payload)
+            await send_commands(
+                self._nc,
+                [pub_command(subject, "", b"", payload) for subject, payload in messages],
+                sum(len(payload) for _, payload in messages),
+            )
         except nats.errors.Error as exc:
-            raise PublishError(f"cannot publish to {subject!r}: {exc!r}") from None
+            raise PublishError(f"cannot publish to {messages[0][0]!r}: {exc!r}") from None
 
     async def request(
         self,
@@ -275,15 +307,31 @@ class Publisher:
         Several requests sent first and answered after share one round trip.
         """
         block = encode_headers(headers) if headers else b""
+        (request,) = await self.send_requests([(subject, block, payload)], timeout)
+        return request
+
+    async def send_requests(
+        self, messages: Sequence[tuple[str, bytes, bytes]], timeout: float = _TRY_TIMEOUT
+    ) -> list[Request]:
+        """Send (subject, header block, payload) JetStream publishes as few writes as the
+        window allows; :meth:`answer` waits for each PubAck (errors as ``request``)."""
         timeout = min(timeout, self._timeout)
         deadline = time.monotonic() + timeout
-        if not self._nc.is_connected or not await self._wait_room(deadline):
-            raise PublishError(f"cannot publish to {subject!r}: NATS is not connected")
-        try:
-            fut = await self._send(subject, block, payload, deadline)
-        except nats.errors.Error as exc:
-            raise PublishError(f"cannot publish to {subject!r}: {exc!r}") from None
-        return Request(subject, timeout, fut)
+        requests: list[Request] = []
+        while len(requests) < len(messages):
+            subject = messages[len(requests)][0]
+            fits = await self._room_for(len(messages) - len(requests), deadline)
+            if not self._nc.is_connected or fits <= 0:
+                raise PublishError(f"cannot publish to {subject!r}: NATS is not connected")
+            frames = messages[len(requests) : len(requests) + fits]
+            try:
+                futures = await self._send_many(frames, deadline)
+            except nats.errors.Error as exc:
+                raise PublishError(f"cannot publish to {subject!r}: {exc!r}") from None
+            requests.extend(
+                Request(f[0], timeout, fut) for f, fut in zip(frames, futures, strict=True)
+            )
+        return requests
 
     @staticmethod
     async def answer(request: Request) -> _Ack:
@@ -357,25 +405,29 @@ class Publisher:
     async def _send_all(
         self, items: list[_Prepared], pending: list[int], deadline: float
     ) -> tuple[list[tuple[int, asyncio.Future[_Ack]]], list[int]]:
-        """Send ``pending`` (as far as the connection and window allow)."""
+        """Send ``pending`` (as far as the connection and window allow), a window's worth
+        per write."""
         expires = min(deadline, time.monotonic() + _TRY_TIMEOUT)
         sent: list[tuple[int, asyncio.Future[_Ack]]] = []
         try:
-            for pos, i in enumerate(pending):
+            while len(sent) < len(pending):
+                left = pending[len(sent) :]
                 # Reconnecting: don't pile messages into the client's reconnect buffer.
-                if not self._nc.is_connected or not await self._wait_room(deadline):
-                    return sent, pending[pos:]
-                item = items[i]
+                fits = await self._room_for(len(left), deadline)
+                if not self._nc.is_connected or fits <= 0:
+                    return sent, left
+                chunk = left[:fits]
+                frames = [(items[i].topic, items[i].header_block, items[i].payload) for i in chunk]
                 try:
-                    fut = await self._send(item.topic, item.header_block, item.payload, expires)
+                    futures = await self._send_many(frames, expires)
                 except (
                     nats.errors.OutboundBufferLimitError,
                     nats.errors.ConnectionReconnectingError,
                 ):
-                    return sent, pending[pos:]
+                    return sent, left
                 except nats.errors.Error as exc:
-                    raise PublishError(f"cannot publish to {item.topic!r}: {exc!r}") from None
-                sent.append((i, fut))
+                    raise PublishError(f"cannot publish to {frames[0][0]!r}: {exc!r}") from None
+                sent.extend(zip(chunk, futures, strict=True))
         except BaseException:
             for _, fut in sent:
                 fut.cancel()

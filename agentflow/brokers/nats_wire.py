@@ -39,6 +39,15 @@ def encode_headers(headers: Mapping[str, str]) -> bytes:
     return "".join(parts).encode()
 
 
+def pub_command(subject: str, reply: str, block: bytes, payload: bytes) -> bytes:
+    """The ``PUB``/``HPUB`` command for one message (``block``/``reply`` empty: none)."""
+    target = f"{subject} {reply}" if reply else subject
+    if block:
+        head = f"HPUB {target} {len(block)} {len(block) + len(payload)}\r\n"
+        return b"".join((head.encode(), block, payload, _CRLF))
+    return b"".join((f"PUB {target} {len(payload)}\r\n".encode(), payload, _CRLF))
+
+
 async def send_pub(nc: Client, subject: str, reply: str, block: bytes, payload: bytes) -> None:
     """Queue ``PUB``/``HPUB`` on ``nc`` (``block``/``reply`` empty: none); validated by the caller.
 
@@ -46,19 +55,18 @@ async def send_pub(nc: Client, subject: str, reply: str, block: bytes, payload: 
     was checked once per topic, the header block once per message, the size against
     ``max_payload`` by the caller.
     """
+    await send_commands(nc, [pub_command(subject, reply, block, payload)], len(payload))
+
+
+async def send_commands(nc: Client, commands: list[bytes], payload_bytes: int) -> None:
+    """Queue several finished ``PUB``/``HPUB`` commands on ``nc`` as one write."""
     if nc.is_closed:
         raise nats.errors.ConnectionClosedError
     if nc.is_draining_pubs:
         raise nats.errors.ConnectionDrainingError
-    target = f"{subject} {reply}" if reply else subject
-    if block:
-        head = f"HPUB {target} {len(block)} {len(block) + len(payload)}\r\n"
-        cmd = b"".join((head.encode(), block, payload, _CRLF))
-    else:
-        cmd = b"".join((f"PUB {target} {len(payload)}\r\n".encode(), payload, _CRLF))
-    nc.stats["out_msgs"] += 1
-    nc.stats["out_bytes"] += len(payload)
-    await nc._send_command(cmd)
+    nc.stats["out_msgs"] += len(commands)
+    nc.stats["out_bytes"] += payload_bytes
+    await nc._send_command(commands[0] if len(commands) == 1 else b"".join(commands))
     queue = nc._flush_queue
     if queue is not None and queue.empty():
         await nc._flush_pending()

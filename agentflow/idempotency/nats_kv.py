@@ -50,6 +50,7 @@ from agentflow.brokers.base import Broker, BrokerError, PublishError
 from agentflow.brokers.nats import NatsBroker
 from agentflow.brokers.nats_config import parse_duration
 from agentflow.brokers.nats_publish import Publisher, Request
+from agentflow.brokers.nats_wire import encode_headers
 from agentflow.idempotency.base import Claim, ClaimState, IdempotencyStore
 
 __all__ = ["NatsKvStore", "from_url"]
@@ -63,6 +64,8 @@ _CAS_TRIES = 16
 # JetStream's "wrong last sequence" error codes (the compare-and-set lost).
 _WRONG_LAST = (10071, 10164)
 _EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
+# The header block of a create (a write that only succeeds when the key has no revision).
+_CREATE = encode_headers({_EXPECTED_LAST: "0"})
 # How long a failed write may spend finding out whether the bucket still exists.
 _DIAGNOSE_TIMEOUT = 1.0
 _KEY_SAFE = re.compile(r"^[A-Za-z0-9_=-]+$")
@@ -266,25 +269,23 @@ class NatsKvStore(IdempotencyStore):
         """
         publisher = self._publisher()
         prefix = self._bucket()._pre
-        create = {_EXPECTED_LAST: "0"}
-        sent: list[tuple[str, str, _Held, _Held | None, Request] | Exception] = []
+        frames: list[tuple[str, bytes, bytes]] = []
+        holds: list[tuple[str, str, _Held, _Held | None]] = []
         for key in keys:
             k = kv_key(key)
             before = self._held.get(key)
             value, held = self._running(key, 1, lease)
-            try:
-                request = await publisher.send_request(f"{prefix}{k}", value, create)
-            except PublishError as exc:
+            frames.append((f"{prefix}{k}", _CREATE, value))
+            holds.append((key, k, held, before))
+        try:
+            requests = await publisher.send_requests(frames)
+        except PublishError as exc:
+            for key, _, held, before in reversed(holds):
                 self._unhold(key, held, before)
-                sent.append(await self._write_failed(key, exc))
-                continue
-            sent.append((key, k, held, before, request))
+            error = await self._write_failed(keys[0], exc) if keys else exc
+            return [error] * len(keys)
         out: list[Claim | Exception] = []
-        for item in sent:
-            if isinstance(item, Exception):
-                out.append(item)
-                continue
-            key, k, held, before, request = item
+        for (key, k, held, before), request in zip(holds, requests, strict=True):
             try:
                 await self._answered(key, request)
                 out.append(Claim(ClaimState.ACQUIRED, 1))
@@ -342,6 +343,28 @@ class NatsKvStore(IdempotencyStore):
 
     async def complete(self, key: str, ttl: float) -> None:
         """Mark ``key`` done until ``now + ttl`` (``ttl <= 0``: as long as the bucket keeps it)."""
+        value = self._done(key, ttl)
+        await self._write(key, kv_key(key), value, confirm=self._confirms_completions)
+
+    async def complete_many(self, keys: Sequence[str], ttl: float) -> list[Exception | None]:
+        """Complete every key: unconfirmed completions go out in one write (they do not wait)."""
+        if self._confirms_completions:
+            return await self._complete_concurrently(keys, ttl)
+        if not keys:
+            return []
+        try:
+            prefix = self._bucket()._pre
+            await self._publisher().send_unconfirmed_many(
+                [(f"{prefix}{kv_key(key)}", self._done(key, ttl)) for key in keys]
+            )
+        except PublishError as exc:
+            return [await self._write_failed(keys[0], exc)] * len(keys)
+        except BrokerError as exc:
+            return [exc] * len(keys)
+        return [None] * len(keys)
+
+    def _done(self, key: str, ttl: float) -> bytes:
+        """The completed record of ``key`` (no longer held here) until ``now + ttl``."""
         if ttl > self.bucket_ttl > 0 and not self._warned_ttl:
             self._warned_ttl = True
             log.warning(
@@ -353,14 +376,7 @@ class NatsKvStore(IdempotencyStore):
             )
         _, attempts = self._held.pop(key, ("", 1))
         expires = self._clock() + ttl if ttl > 0 else 0
-        value = orjson.dumps({"s": _DONE, "a": attempts, "e": expires})
-        await self._write(key, kv_key(key), value, confirm=self._confirms_completions)
-
-    async def complete_many(self, keys: Sequence[str], ttl: float) -> list[Exception | None]:
-        """Complete every key: in turn when completions are not confirmed (they do not wait)."""
-        if self._confirms_completions:
-            return await self._complete_concurrently(keys, ttl)
-        return await super().complete_many(keys, ttl)
+        return orjson.dumps({"s": _DONE, "a": attempts, "e": expires})
 
     @property
     def _confirms_completions(self) -> bool:

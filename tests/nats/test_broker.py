@@ -114,6 +114,34 @@ async def test_publish_many_keeps_order_and_returns_after_all_acks(
     assert elapsed < 10, f"publishing {n} took {elapsed:.1f}s"
 
 
+async def test_a_publish_goes_out_in_window_sized_writes(
+    nats_url: str, subject: Subject
+) -> None:
+    narrow = NatsBroker(f"{nats_url}?publish_window=64")
+    await narrow.connect()
+    nc = narrow.nc
+    writes: list[int] = []  # messages per write
+    original = nc._send_command
+
+    async def counting(cmd: bytes, priority: bool = False) -> None:
+        writes.append(cmd.count(b"PUB "))
+        await original(cmd, priority)
+
+    try:
+        topic = subject("narrow")
+        await narrow.ensure_topics([topic])
+        nc._send_command = counting  # type: ignore[method-assign]
+        await narrow.publish([msg(topic, str(i)) for i in range(300)])
+        del nc._send_command
+        assert sum(writes) == 300 and max(writes) == 64, writes
+        assert len(writes) < 60, "up to a window per write, not one write per message"
+        sub = await sub_of(narrow, topic, max_in_flight=300)
+        got = await drain(sub, 300, timeout=30)
+        assert [int(d.payload) for d in got] == list(range(300))
+    finally:
+        await narrow.close()
+
+
 async def test_competing_consumers_share_a_group_and_groups_see_everything(
     broker: NatsBroker, subject: Subject
 ) -> None:

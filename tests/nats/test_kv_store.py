@@ -142,6 +142,38 @@ async def test_fresh_key_is_one_request_per_claim_and_per_completion(
     assert (claim.state, sent) == (ClaimState.COMPLETED, 2)
 
 
+async def _writes(broker: NatsBroker, op: Awaitable[Any]) -> tuple[Any, int, int]:
+    """The result of ``op``, the messages it sent and the writes they were queued in."""
+    nc = broker.nc
+    writes = 0
+    original = nc._send_command
+
+    async def counting(cmd: bytes, priority: bool = False) -> None:
+        nonlocal writes
+        writes += 1
+        await original(cmd, priority)
+
+    nc._send_command = counting  # type: ignore[method-assign]
+    try:
+        result, sent = await _sent(broker, op)
+    finally:
+        del nc._send_command  # back to the class's method
+    return result, sent, writes
+
+
+async def test_a_group_of_claims_and_its_completions_are_one_write_each(
+    store: NatsKvStore, broker: NatsBroker
+) -> None:
+    keys = [f"agent:g{i}" for i in range(20)]
+    claims, sent, writes = await _writes(broker, store.claim_many(keys, lease=30))
+    assert [c.state for c in claims if not isinstance(c, Exception)] == [ClaimState.ACQUIRED] * 20
+    assert (sent, writes) == (20, 1), "twenty creates, sent together"
+    done, sent, writes = await _writes(broker, store.complete_many(keys, ttl=60))
+    assert done == [None] * 20 and (sent, writes) == (20, 1)
+    again = await store.claim_many(keys, lease=30)
+    assert [c.state for c in again if not isinstance(c, Exception)] == [ClaimState.COMPLETED] * 20
+
+
 async def test_completion_on_the_broker_connection_is_not_awaited_but_stored(
     store: NatsKvStore, broker: NatsBroker, nats_url: str
 ) -> None:
