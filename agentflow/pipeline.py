@@ -86,15 +86,15 @@ class Processor:
         """Claim the keys of deliveries about to start in one store call (sets ``claim``)."""
         if self.store is None:
             return
-        claiming = [p for p in group if p.claim_key is not None]
+        claiming = [(p, p.claim_key) for p in group if p.claim_key is not None]
         if not claiming:
             return
-        keys = [p.claim_key for p in claiming if p.claim_key is not None]
+        keys = [key for _, key in claiming]
         try:
             claims = await self.store.claim_many(keys, lease=self.ack_wait)
         except Exception as exc:
             claims = [exc] * len(keys)
-        for p, claim in zip(claiming, claims, strict=True):
+        for (p, _), claim in zip(claiming, claims, strict=True):
             p.claim = claim
 
     async def process(

@@ -188,14 +188,20 @@ class Publisher:
         try:
             for (topic, part), indexes in by_partition.items():
                 builder = producer.create_batch()
-                for i in indexes:
-                    msg, key, headers = batch[i]
-                    record = {"timestamp": None, "key": key, "value": msg.payload}
-                    if builder.append(**record, headers=headers) is None:  # batch full
-                        futures.append(await producer.send_batch(builder, topic, partition=part))
-                        topics.append(topic)
-                        builder = producer.create_batch()
-                        builder.append(**record, headers=headers)  # the first always fits
+                i = 0
+                while i < len(indexes):
+                    msg, key, headers = batch[indexes[i]]
+                    added = builder.append(
+                        timestamp=None, key=key, value=msg.payload, headers=headers
+                    )
+                    if added is not None:
+                        i += 1
+                        continue
+                    # Full: send it and append this record to a fresh batch (the first of a
+                    # batch always fits, so the loop ends).
+                    futures.append(await producer.send_batch(builder, topic, partition=part))
+                    topics.append(topic)
+                    builder = producer.create_batch()
                 futures.append(await producer.send_batch(builder, topic, partition=part))
                 topics.append(topic)
         except KafkaError as exc:

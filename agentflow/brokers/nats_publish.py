@@ -281,20 +281,6 @@ class Publisher:
         except nats.errors.Error as exc:
             raise PublishError(f"cannot publish to {messages[0][0]!r}: {exc!r}") from None
 
-    async def request(
-        self,
-        subject: str,
-        payload: bytes,
-        headers: Mapping[str, str] | None = None,
-        timeout: float = _TRY_TIMEOUT,
-    ) -> _Ack:
-        """One JetStream publish (no stream lookup, no re-send); return the PubAck.
-
-        Raises :class:`APIError` when JetStream refuses it (e.g. a wrong expected sequence),
-        :class:`PublishError` when it cannot be sent or is not answered within ``timeout``.
-        """
-        return await Publisher.answer(await self.send_request(subject, payload, headers, timeout))
-
     async def send_request(
         self,
         subject: str,
@@ -302,9 +288,11 @@ class Publisher:
         headers: Mapping[str, str] | None = None,
         timeout: float = _TRY_TIMEOUT,
     ) -> Request:
-        """Send one JetStream publish; :meth:`answer` waits for its PubAck.
+        """Send one JetStream publish (no stream lookup, no re-send); :meth:`answer` waits
+        for its PubAck.
 
-        Several requests sent first and answered after share one round trip.
+        Several requests sent first and answered after share one round trip. Raises
+        :class:`PublishError` when it cannot be sent.
         """
         block = encode_headers(headers) if headers else b""
         (request,) = await self.send_requests([(subject, block, payload)], timeout)
@@ -314,7 +302,7 @@ class Publisher:
         self, messages: Sequence[tuple[str, bytes, bytes]], timeout: float = _TRY_TIMEOUT
     ) -> list[Request]:
         """Send (subject, header block, payload) JetStream publishes as few writes as the
-        window allows; :meth:`answer` waits for each PubAck (errors as ``request``)."""
+        window allows; :meth:`answer` waits for each PubAck (errors as there)."""
         timeout = min(timeout, self._timeout)
         deadline = time.monotonic() + timeout
         requests: list[Request] = []
@@ -335,7 +323,11 @@ class Publisher:
 
     @staticmethod
     async def answer(request: Request) -> _Ack:
-        """The PubAck of a request sent with :meth:`send_request` (errors as ``request``)."""
+        """The PubAck of a request sent with :meth:`send_request`.
+
+        Raises :class:`APIError` when JetStream refuses it (e.g. a wrong expected sequence),
+        :class:`PublishError` when it is not answered within the request's timeout.
+        """
         try:
             return await request.future
         except _Unanswered:

@@ -154,11 +154,6 @@ class SqliteStore(IdempotencyStore):
         (future,) = await self._queue([step])
         return cast(_T, await future)
 
-    async def _submit_all(self, steps: list[Callable[[sqlite3.Connection], object]]) -> list[Any]:
-        """Queue several steps for the same batch; their results (or errors) in order."""
-        # Plain futures: gathering them starts no task per step.
-        return await asyncio.gather(*await self._queue(steps), return_exceptions=True)
-
     async def _queue(
         self, steps: list[Callable[[sqlite3.Connection], Any]]
     ) -> list[asyncio.Future[Any]]:
@@ -231,26 +226,24 @@ class SqliteStore(IdempotencyStore):
 
     async def complete(self, key: str, ttl: float) -> None:
         """Mark ``key`` completed for ``ttl`` seconds, keeping its attempt count."""
-        now = self._clock()
-        expires = now + ttl if ttl > 0 else None
-        purge = now - self._last_purge >= _PURGE_INTERVAL
-        if purge:
-            self._last_purge = now
-        await self._submit(lambda conn: _complete(conn, key, expires, now if purge else None))
+        await self._submit(self._completion([key], ttl))
 
     async def complete_many(self, keys: Sequence[str], ttl: float) -> list[Exception | None]:
         """Complete every key with one statement in the next transaction."""
-        now = self._clock()
-        expires = now + ttl if ttl > 0 else None
-        purge = now - self._last_purge >= _PURGE_INTERVAL
-        if purge:
-            self._last_purge = now
-        purge_before = now if purge else None
         try:
-            await self._submit(lambda conn: _complete_all(conn, keys, expires, purge_before))
+            await self._submit(self._completion(keys, ttl))
         except Exception as exc:
             return [exc] * len(keys)
         return [None] * len(keys)
+
+    def _completion(self, keys: Sequence[str], ttl: float) -> _Step:
+        """The step completing ``keys`` (purging expired completions when due)."""
+        now = self._clock()
+        expires = now + ttl if ttl > 0 else None
+        purge_before: float | None = None
+        if now - self._last_purge >= _PURGE_INTERVAL:
+            self._last_purge = purge_before = now
+        return lambda conn: _complete_all(conn, keys, expires, purge_before)
 
     async def release(self, key: str) -> None:
         """End the lease now, keeping the attempt count for the next claim."""
@@ -331,10 +324,7 @@ def _claim_all(
         return [_claim(conn, key, now, lease) for key in keys]
     acquired: dict[str, int] = {}
     for chunk in _chunks(keys):
-        params: list[object] = []
-        for key in chunk:
-            params += (key, now + lease)
-        params += (now, now)
+        params = [*_rows(chunk, now + lease), now, now]
         acquired.update(conn.execute(_claim_sql(len(chunk)), params).fetchall())
     out: list[Claim] = []
     for key in keys:
@@ -362,6 +352,14 @@ def _chunks(keys: Sequence[str]) -> list[Sequence[str]]:
             start += size
             left -= size
     return out
+
+
+def _rows(keys: Sequence[str], expires: float | None) -> list[object]:
+    """The parameters of a multi-row statement: (key, expires) for each key."""
+    params: list[object] = []
+    for key in keys:
+        params += (key, expires)
+    return params
 
 
 @functools.lru_cache(maxsize=len(_CHUNK_SIZES))
@@ -405,23 +403,7 @@ def _complete_all(
 ) -> None:
     """Record several completions (and purge when due); inside a transaction."""
     for chunk in _chunks(keys):
-        params: list[object] = []
-        for key in chunk:
-            params += (key, expires)
-        conn.execute(_complete_sql(len(chunk)), params)
-    if purge_before is not None:
-        _purge(conn, purge_before)
-
-
-def _complete(
-    conn: sqlite3.Connection, key: str, expires: float | None, purge_before: float | None
-) -> None:
-    """Record a completion, and purge expired completions when due; inside a transaction."""
-    conn.execute(
-        "INSERT INTO af_idempotency VALUES (?, ?, 1, ?) ON CONFLICT (key) DO UPDATE"
-        " SET state = excluded.state, expires = excluded.expires",
-        (key, _DONE, expires),
-    )
+        conn.execute(_complete_sql(len(chunk)), _rows(chunk, expires))
     if purge_before is not None:
         _purge(conn, purge_before)
 
