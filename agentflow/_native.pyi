@@ -15,6 +15,8 @@ __all__ = [
     "derive_id",
     "encode_headers",
     "extract_key",
+    "kafka_header_dict",
+    "kafka_headers",
     "murmur2_partition",
     "new_id",
     "output_headers",
@@ -254,6 +256,14 @@ def extract_key(payload: bytes, path: str) -> str | None:
 
 def murmur2_partition(key: bytes, num_partitions: int) -> int:
     """Partition of ``key`` exactly as the Java Kafka client's default partitioner computes it."""
+
+def kafka_headers(headers: dict[str, str]) -> tuple[list[tuple[str, bytes]], int]:
+    """Kafka header pairs of ``headers`` (values as UTF-8, surrogateescape) and an upper
+    bound of the bytes they take in a record."""
+
+def kafka_header_dict(pairs: Iterable[tuple[str, bytes | None]] | None) -> dict[str, str]:
+    """A record's header pairs as text (invalid UTF-8 becomes U+FFFD; a later duplicate wins;
+    a header without a value is left out)."""
 
 # --- dedup ------------------------------------------------------------------------------------
 

@@ -67,6 +67,9 @@ class KafkaSettings:
     # The outbox already hands the producer whole batches, so lingering only adds latency
     # (2 ms of it cost 3-4 ms at the median at 500 msg/s); ?linger_ms=N brings it back.
     linger_ms: int = 0
+    # aiokafka keeps one produce request in flight per broker, with one record batch per
+    # partition: a flush larger than a batch would wait a round trip per extra batch.
+    max_batch_size: int = 262_144
     dedup_window: float = 120.0
     # Connection.
     request_timeout_ms: int = 30_000
@@ -176,6 +179,7 @@ _OPTIONS: dict[str, tuple[str, Any]] = {
     "group_instance_id": ("group_instance_id", str),
     "max_request_size": ("max_request_size", _positive_int),
     "linger_ms": ("linger_ms", int),
+    "max_batch_size": ("max_batch_size", _positive_int),
     "dedup_window": ("dedup_window", parse_duration),
     "request_timeout_ms": ("request_timeout_ms", _positive_int),
     "connect_timeout": ("connect_timeout", parse_duration),

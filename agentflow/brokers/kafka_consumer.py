@@ -35,7 +35,7 @@ from agentflow.brokers.kafka_deadlines import AckDeadlines
 from agentflow.brokers.kafka_delivery import KafkaDelivery, Part, decode_headers
 from agentflow.brokers.kafka_group import COMMIT_TIMEOUT, commit_parts, rebalance_listener
 from agentflow.brokers.kafka_offsets import PartitionTracker
-from agentflow.brokers.kafka_producer import RecentIds, encode_headers
+from agentflow.brokers.kafka_producer import RecentIds
 from agentflow.brokers.kafka_retry import (
     ATTEMPT,
     RETRY_GROUP,
@@ -317,8 +317,9 @@ class KafkaSubscription(Subscription):
                 continue
             if self._over_limit(d):
                 continue
-            self._arm(d)
+            self._deadlines.arm(d)
             out.append(d)
+        now = time.monotonic()
         now_ms = time.time_ns() // 1_000_000
         wait = POLL_MS / 1000
         self._suspects = {d for d in self._suspects if not d.finished and not d.stale}
@@ -334,7 +335,7 @@ class KafkaSubscription(Subscription):
             while part.buffer and len(out) < limit:
                 state = tracker.prior_state(part.buffer[0].offset)
                 if state == DONE:
-                    self._admit(part, part.buffer.popleft())  # finished before: skipped
+                    self._admit(part, part.buffer.popleft(), now)  # finished before: skipped
                     continue
                 if alone:
                     break
@@ -343,7 +344,7 @@ class KafkaSubscription(Subscription):
                     wait = min(wait, (due - now_ms) / 1000)
                     break
                 if state == 0:
-                    admitted = self._admit(part, part.buffer.popleft())
+                    admitted = self._admit(part, part.buffer.popleft(), now)
                     if admitted is not None:
                         out.append(admitted)
                         busy += 1
@@ -354,14 +355,14 @@ class KafkaSubscription(Subscription):
                 # ran beside it.
                 if busy:
                     return out, min(wait, 0.05)
-                admitted = self._admit(part, part.buffer.popleft())
+                admitted = self._admit(part, part.buffer.popleft(), now)
                 if admitted is not None:
                     self._suspects.add(admitted)
                     out.append(admitted)
                     return out, wait
         return out, max(wait, 0.001)
 
-    def _admit(self, part: Part, record: Any) -> KafkaDelivery | None:
+    def _admit(self, part: Part, record: Any, now: float) -> KafkaDelivery | None:
         """Track a buffered record; a delivery for it, or None if it is skipped."""
         tracker = part.tracker
         assert tracker is not None
@@ -375,7 +376,7 @@ class KafkaSubscription(Subscription):
             skip = skip or (group is not None and group != self.group)
         else:
             mid = headers.get("af-id")
-            skip = skip or (mid is not None and mid in self.acked_ids)
+            skip = skip or (mid is not None and self.acked_ids.seen(mid, now))
         if skip:
             tracker.skip(offset)
             part.dirty = True
@@ -390,7 +391,7 @@ class KafkaSubscription(Subscription):
         if self._over_limit(d):
             return None
         part.current[offset] = d
-        self._arm(d)
+        self._deadlines.arm(d, now)
         return d
 
     def _over_limit(self, d: KafkaDelivery) -> bool:
@@ -406,9 +407,6 @@ class KafkaSubscription(Subscription):
         )
         self._close_slot(d)
         return True
-
-    def _arm(self, d: KafkaDelivery) -> None:
-        self._deadlines.arm(d)
 
     # -- outcomes ----------------------------------------------------------------------------
     def _close_slot(self, d: KafkaDelivery) -> None:
@@ -448,9 +446,7 @@ class KafkaSubscription(Subscription):
         )
         await self.broker.ensure_known([target])
         try:
-            await self.broker.publisher.send_copy(
-                target, d.payload, d.record.key, encode_headers(headers)
-            )
+            await self.broker.publisher.send_copy(target, d.payload, d.record.key, headers)
         except Exception as exc:
             raise BrokerError(f"cannot write the retry copy to {target!r}: {exc}") from exc
         self._close_slot(d)

@@ -34,10 +34,10 @@ class AckDeadlines:
         self._extended: list[tuple[float, int, KafkaDelivery]] = []
         self._seq = itertools.count()
 
-    def arm(self, d: KafkaDelivery) -> None:
-        """Start ``d``'s deadline now."""
-        d.touch()
+    def arm(self, d: KafkaDelivery, now: float | None = None) -> None:
+        """Start ``d``'s deadline now (``now``: a clock reading the caller already took)."""
         if self.ack_wait > 0:
+            d.deadline = (time.monotonic() if now is None else now) + self.ack_wait
             self._armed.append((d.deadline, d))
 
     def expired(self, now: float | None = None) -> list[KafkaDelivery]:

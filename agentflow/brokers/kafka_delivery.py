@@ -6,6 +6,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from agentflow import _native
 from agentflow.brokers.base import Delivery
 from agentflow.brokers.kafka_offsets import PartitionTracker
 from agentflow.brokers.kafka_retry import INTERNAL_HEADERS, RETRY_ORIGIN, parse_origin
@@ -19,11 +20,7 @@ __all__ = ["KafkaDelivery", "Part", "decode_headers"]
 
 def decode_headers(record: Any) -> dict[str, str]:
     """A record's headers as text (invalid UTF-8 becomes U+FFFD; a later duplicate wins)."""
-    return {
-        name: value.decode("utf-8", "replace")
-        for name, value in record.headers or ()
-        if value is not None
-    }
+    return _native.kafka_header_dict(record.headers)
 
 
 class Part:
@@ -75,6 +72,8 @@ class KafkaDelivery(Delivery):
         self._sub = sub
         self._part = part
         self.record = record
+        # Offset of the record in its (possibly retry-tier) partition.
+        self.offset: int = record.offset
         self.raw_headers = raw_headers
         self.topic = part.base_topic
         self.payload = record.value if record.value is not None else b""
@@ -94,19 +93,12 @@ class KafkaDelivery(Delivery):
         self.returned = False
         self.finished = False
         self.superseded = False
-        self.deadline = 0.0
-        self.touch()
+        self.deadline = float("inf")  # set when the subscription arms it at hand-out
 
     @property
     def part(self) -> Part:
         """The partition state this delivery belongs to."""
         return self._part
-
-    @property
-    def offset(self) -> int:
-        """Offset of the record in its (possibly retry-tier) partition."""
-        offset: int = self.record.offset
-        return offset
 
     @property
     def position(self) -> dict[str, str]:

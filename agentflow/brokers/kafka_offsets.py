@@ -44,6 +44,8 @@ class PartitionTracker:
     # -- what the previous owner left --------------------------------------------------------
     def prior_state(self, offset: int) -> int:
         """DONE if the attempt record says ``offset`` finished, else its earlier hand-outs."""
+        if not self._prior_starts:  # no record left (the usual case): nothing to look up
+            return 0
         i = bisect.bisect_right(self._prior_starts, offset) - 1
         if i >= 0 and self._prior[i].end >= offset:
             return self._prior[i].state
@@ -66,7 +68,7 @@ class PartitionTracker:
 
     def track(self, offset: int) -> int:
         """Start tracking ``offset`` as handed out once more; return its hand-out count."""
-        if not self.is_new(offset):
+        if self._next is not None and offset < self._next:
             raise ValueError(f"offset {offset} is not past {self._next}")
         earlier = self.prior_state(offset)
         slot = _Slot(offset, max(earlier, 0) + 1)

@@ -19,7 +19,7 @@ from agentflow import _native
 from agentflow.brokers.base import OutMessage, PublishError
 from agentflow.brokers.kafka_config import KafkaSettings
 
-__all__ = ["Publisher", "RecentIds", "encode_headers", "java_partitioner"]
+__all__ = ["Publisher", "RecentIds", "java_partitioner"]
 
 
 def java_partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
@@ -27,11 +27,6 @@ def java_partitioner(key: bytes | None, all_partitions: list[int], available: li
     if key is None:
         return random.choice(available or all_partitions)
     return all_partitions[_native.murmur2_partition(key, len(all_partitions))]
-
-
-def encode_headers(headers: dict[str, str]) -> list[tuple[str, bytes]]:
-    """Kafka header pairs from a header dict (values as UTF-8)."""
-    return [(name, value.encode("utf-8", "surrogateescape")) for name, value in headers.items()]
 
 
 class RecentIds:
@@ -77,12 +72,9 @@ def _record_size(value: bytes, key: bytes | None, headers: list[tuple[str, bytes
     return size
 
 
-def _size_bound(value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]) -> int:
-    """A cheap upper bound of ``_record_size`` (batch header, varints, UTF-8 of names)."""
-    size = 128 + len(value) + (len(key) if key is not None else 0)
-    for name, val in headers:
-        size += 4 * len(name) + len(val) + 10
-    return size
+def _size_bound(value: bytes, key: bytes | None, header_size: int) -> int:
+    """A cheap upper bound of ``_record_size`` (batch header and varints included)."""
+    return 128 + len(value) + (len(key) if key is not None else 0) + header_size
 
 
 class Publisher:
@@ -104,6 +96,7 @@ class Publisher:
             acks="all",
             max_request_size=s.max_request_size,
             linger_ms=s.linger_ms,
+            max_batch_size=min(s.max_batch_size, s.max_request_size),
             partitioner=java_partitioner,
         )
         try:
@@ -119,9 +112,14 @@ class Publisher:
             await producer.stop()
 
     def _check(
-        self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]],
+        header_size: int,
     ) -> None:
-        if _size_bound(value, key, headers) > self.settings.max_request_size:
+        if _size_bound(value, key, header_size) > self.settings.max_request_size:
             self._check_size(topic, _record_size(value, key, headers))
 
     def _check_size(self, topic: str, size: int) -> None:
@@ -147,8 +145,8 @@ class Publisher:
                     continue  # accepted already inside the window: drop silently
                 pending.add(dedup)
             key = msg.key.encode("utf-8") if msg.key is not None else None
-            headers = encode_headers(msg.headers)
-            self._check(msg.topic, msg.payload, key, headers)
+            headers, header_size = _native.kafka_headers(msg.headers)
+            self._check(msg.topic, msg.payload, key, headers, header_size)
             batch.append((msg, key, headers))
         if len(batch) == 1:  # one output alone (low rates): no gather
             msg, key, headers = batch[0]
@@ -220,13 +218,14 @@ class Publisher:
         return known, random.choice(sorted(available) if available else known)
 
     async def send_copy(
-        self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]
+        self, topic: str, value: bytes, key: bytes | None, headers: dict[str, str]
     ) -> None:
         """Publish one raw record (a retry-tier copy) and wait for its ack."""
         if self.producer is None:
             raise PublishError("Kafka broker is not connected")
-        self._check(topic, value, key, headers)
-        await self._wait_one(await self._send(topic, value, key, headers), topic)
+        pairs, header_size = _native.kafka_headers(headers)
+        self._check(topic, value, key, pairs, header_size)
+        await self._wait_one(await self._send(topic, value, key, pairs), topic)
 
     async def _send(
         self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]

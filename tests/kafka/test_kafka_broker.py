@@ -306,7 +306,8 @@ async def test_attempt_record_counts_deliveries_that_killed_the_worker(kafka_url
 async def test_a_flush_goes_out_as_record_batches_where_send_would_put_each(
     kafka_url: str,
 ) -> None:
-    broker = await connected(fast(kafka_url, partitions=3))
+    # 16 KB batches (the Java client's default): the flush below needs several per partition.
+    broker = await connected(fast(kafka_url, partitions=3, max_batch_size=16384))
     topic = name()
     producer = broker.publisher.producer
     calls = {"send": 0, "send_batch": 0}
@@ -347,6 +348,40 @@ async def test_a_flush_goes_out_as_record_batches_where_send_would_put_each(
         assert all(ns == sorted(ns) for ns in by_key.values()), "each key in order"
         assert len(keyless_partitions) == 1, "a flush's keyless records stay together"
     finally:
+        await broker.close()
+
+
+async def test_a_flush_larger_than_16kb_per_partition_is_one_produce_request(
+    kafka_url: str,
+) -> None:
+    # aiokafka keeps one produce request in flight per broker and puts one batch per
+    # partition in it: a second batch of a partition would wait for the first's round trip.
+    broker = await connected(fast(kafka_url, partitions=2))
+    topic = name()
+    client = broker.publisher.producer.client
+    original = client.send
+    produce_requests: list[int] = []
+
+    async def counting(node_id: int, request: object, **kw: object) -> object:
+        if type(request).__name__.startswith("ProduceRequest"):
+            produce_requests.append(node_id)
+        return await original(node_id, request, **kw)
+
+    try:
+        await broker.ensure_topics([topic])
+        await broker.publish([OutMessage(topic, b"warm", {"af-id": f"{topic}-w"}, "k0")])
+        client.send = counting
+        pad = b"x" * 500  # 400 records of ~0.5 KB: ~100 KB per partition
+        await broker.publish(
+            [
+                OutMessage(topic, b"%d:" % i + pad, {"af-id": f"{topic}-{i}"}, f"k{i % 5}")
+                for i in range(400)
+            ]
+        )
+        assert len(produce_requests) == 1, f"{len(produce_requests)} produce requests"
+        assert len(await read_topic(broker, topic)) == 401
+    finally:
+        client.send = original
         await broker.close()
 
 

@@ -346,7 +346,7 @@ def test_ack_deadlines_report_silent_deliveries_once_in_order_and_forget_finishe
     _Delivery.clock = 100.0
     a, b, c, d = (_Delivery(n, 5.0) for n in "abcd")
     for x in (a, b, c, d):
-        deadlines.arm(x)  # type: ignore[arg-type]
+        deadlines.arm(x, _Delivery.clock)  # type: ignore[arg-type]
     assert deadlines.expired(104.9) == [], "nothing is due yet"
     b.finished = True
     _Delivery.clock = 103.0
@@ -355,7 +355,7 @@ def test_ack_deadlines_report_silent_deliveries_once_in_order_and_forget_finishe
     assert deadlines.expired(105.5) == [], "reported once"
     assert names(deadlines.expired(108.0)) == ["c"]
     e = _Delivery("e", 5.0)
-    deadlines.arm(e)  # type: ignore[arg-type]
+    deadlines.arm(e, _Delivery.clock)  # type: ignore[arg-type]
     e.finished = True
     assert deadlines.expired(200.0) == []
     assert not deadlines._armed and not deadlines._extended, "finished ones are not kept"
