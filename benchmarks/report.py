@@ -56,6 +56,7 @@ class Summary:
     runs: int
     throughput: Stat
     cpu: Stat
+    broker_cpu: Stat
     rss: Stat
     lat: dict[str, dict[str, Stat]]
     rates: dict[str, Stat]
@@ -94,6 +95,7 @@ def summarize(data: dict[str, Any]) -> list[Summary]:
                 runs=len(runs),
                 throughput=Stat.of([_num(r["throughput"]) for r in good]),
                 cpu=Stat.of([_num(r["cpu_per_100k"]) for r in good]),
+                broker_cpu=Stat.of([_num(r.get("broker_cpu_per_100k")) for r in good]),
                 rss=Stat.of([_num(r["peak_rss_mib"]) for r in good]),
                 lat=lat,
                 rates=rates,
@@ -169,23 +171,23 @@ def broker_section(data: dict[str, Any], chart_name: str) -> tuple[list[str], li
         )
     lines.append("")
     lines.append(
-        "| contender | verified | throughput msg/s | CPU-s /100k | peak RSS MiB "
-        "| rate @50% | p50 / p95 / p99 ms @50% | p50 / p95 / p99 ms @fixed |"
+        "| contender | verified | throughput msg/s | CPU-s /100k | broker CPU-s /100k "
+        "| peak RSS MiB | rate @50% | p50 / p95 / p99 ms @50% | p50 / p95 / p99 ms @fixed |"
     )
-    lines.append("|---|---|---:|---:|---:|---:|---|---|")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---|---|")
     for x in sums:
         verified = "exactly once" if x.ranked else f"**{x.status}**"
         half, fixed = x.lat["half-rate"], x.lat["fixed-rate"]
         lines.append(
             f"| {x.contender} | {verified} | {x.throughput.fmt()} | {x.cpu.fmt(2)} "
-            f"| {x.rss.fmt()} | {x.rates['half-rate'].fmt()} "
+            f"| {x.broker_cpu.fmt(2)} | {x.rss.fmt()} | {x.rates['half-rate'].fmt()} "
             f"| {' / '.join(half[q].fmt(1, False) for q in ('p50', 'p95', 'p99'))} "
             f"| {' / '.join(fixed[q].fmt(1, False) for q in ('p50', 'p95', 'p99'))} |"
         )
     floor = _floor(data)
     if floor:
         lines.append(
-            f"| _floor: input seen by the harness, no contender hop_ | | | | | "
+            f"| _floor: input seen by the harness, no contender hop_ | | | | | | "
             f"| {' / '.join(floor['half-rate'][q].fmt(1, False) for q in ('p50', 'p95', 'p99'))} "
             f"| {' / '.join(floor['fixed-rate'][q].fmt(1, False) for q in ('p50', 'p95', 'p99'))} |"
         )

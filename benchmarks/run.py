@@ -171,7 +171,8 @@ def _one_line(r: RunResult) -> str:
     half = r.latency.get("half-rate", {})
     fixed = r.latency.get("fixed-rate", {})
     text = (
-        f"{r.status} {r.throughput:,.0f} msg/s, {r.cpu_per_100k:.2f} CPU-s/100k, "
+        f"{r.status} {r.throughput:,.0f} msg/s, {r.cpu_per_100k:.2f} CPU-s/100k "
+        f"(broker {r.broker_cpu_per_100k:.2f}), "
         f"{r.peak_rss_mib:.0f} MiB, p99 {half.get('p99_ms', NAN):.2f} ms"
         f" @{half.get('rate', 0):.0f}/s"
         f", {fixed.get('p99_ms', NAN):.2f} ms @{fixed.get('rate', 0):.0f}/s"

@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from benchmarks.common import BACKLOG, FIXED_RATE, HALF_RATE, PHASE_NAMES, READY_LINE, ChildSpec
 from benchmarks.profiling import Profiler
@@ -56,6 +57,8 @@ class RunResult:
     wall_s: float = float("nan")  # READY -> last output, whole backlog
     cpu_s: float = float("nan")  # contender CPU over that window
     cpu_per_100k: float = float("nan")
+    # CPU the broker process spent over the same window (it shares the machine's cores).
+    broker_cpu_per_100k: float = float("nan")
     peak_rss_mib: float = float("nan")
     latency: dict[str, dict[str, float]] = field(default_factory=dict)
     # Latency of the input itself (producer -> broker -> harness listener): the floor that
@@ -161,6 +164,23 @@ def process_cpu_seconds(pid: int) -> float:
         return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
     times = psutil.Process(pid).cpu_times()
     return float(times.user + times.system)
+
+
+def broker_pid(url: str) -> int | None:
+    """The local process listening on the broker URL's port (None if not found or not ours
+    to see): its CPU is part of what a contender costs on a shared machine."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    port = urlsplit(url.split(",")[0]).port
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+                return int(conn.pid) if conn.pid else None
+    except (psutil.Error, OSError):
+        return None
+    return None
 
 
 def _cpu_counters() -> tuple[int, int] | None:
@@ -289,14 +309,18 @@ async def run_contender(side: Side, contender: str, repeat: int, s: Settings) ->
             )
             await child.wait_ready()
             profiler = Profiler.attach(child.proc.pid, s.profile_dir, s.broker, contender, repeat)
+            bpid = broker_pid(s.url)
+            bcpu0 = process_cpu_seconds(bpid) if bpid else float("nan")
             t0, cpu0 = time.monotonic(), child.cpu()
             complete, samples = await _wait_output(side, topics, s.n)
             t1, cpu1 = time.monotonic(), child.cpu()
+            bcpu1 = process_cpu_seconds(bpid) if bpid else float("nan")
             if profiler is not None:
                 await profiler.stop()
             result.wall_s = t1 - t0
             result.cpu_s = cpu1 - cpu0
             result.cpu_per_100k = result.cpu_s / s.n * 100_000
+            result.broker_cpu_per_100k = (bcpu1 - bcpu0) / s.n * 100_000
             await _wait_settled(side, topics)
             if complete:
                 live_rate = rate_from_samples(samples, s.n)
