@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from nats.js.errors import KeyWrongLastSequenceError
 
 from agentflow.brokers.base import BrokerError
@@ -40,6 +43,13 @@ def test_registry_and_url_forms(broker: NatsBroker) -> None:
     assert bucket_name("a b") == "AF_IDEM_a_b"
     assert kv_key("agent:some id/with spaces") == kv_key("agent:some id/with spaces")
     assert kv_key("a" * 500).startswith("h_")
+
+
+@given(st.text(max_size=300))
+def test_kv_keys_are_valid_and_distinct_per_key(key: str) -> None:
+    encoded = kv_key(key)
+    assert re.fullmatch(r"[A-Za-z0-9_-]{1,200}|h_[0-9a-f]{64}", encoded), encoded
+    assert encoded != kv_key(key + "x"), "different keys, different KV keys"
 
 
 async def test_claim_complete_release_forget(store: NatsKvStore) -> None:
