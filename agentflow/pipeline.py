@@ -277,7 +277,10 @@ class Processor:
         call = deadlines.start(task)
         consumed = False  # whether our cancellation request was taken back
         try:
-            return await self._call(value, ctx)
+            # The handler awaited here directly (not through _call): one frame less a call.
+            if ctx is not None:
+                return await self.spec.handler(value, ctx)
+            return await self.spec.handler(value)
         except asyncio.CancelledError:
             if call.expired:
                 consumed = True
