@@ -268,19 +268,18 @@ class Processor:
         deadlines: Deadlines | None,
     ) -> Any:
         """Run the handler under the agent's timeout (expiry raises ``TimeoutError``)."""
+        # The handler's coroutine, awaited below directly (no wrapper frame per call).
+        coro = self.spec.handler(value, ctx) if ctx is not None else self.spec.handler(value)
         if task is None or deadlines is None:
             try:
                 async with asyncio.timeout(self.spec.timeout):
-                    return await self._call(value, ctx)
+                    return await coro
             except TimeoutError as exc:
                 raise self._timeout_error() from exc
         call = deadlines.start(task)
         consumed = False  # whether our cancellation request was taken back
         try:
-            # The handler awaited here directly (not through _call): one frame less a call.
-            if ctx is not None:
-                return await self.spec.handler(value, ctx)
-            return await self.spec.handler(value)
+            return await coro
         except asyncio.CancelledError:
             if call.expired:
                 consumed = True
@@ -299,11 +298,6 @@ class Processor:
         return TimeoutError(
             f"agent {self.spec.name!r} exceeded its timeout of {self.spec.timeout}s"
         )
-
-    async def _call(self, value: Any, ctx: Context | None) -> Any:
-        if ctx is not None:
-            return await self.spec.handler(value, ctx)
-        return await self.spec.handler(value)
 
     def _context(
         self, d: Delivery, correlation: str, message_id: str, key: str | None, attempt: int

@@ -311,15 +311,15 @@ class KafkaSubscription(Subscription):
 
     def _take(self, limit: int) -> tuple[list[KafkaDelivery], float]:
         out: list[KafkaDelivery] = []
+        now = time.monotonic()
         while self._redeliver and len(out) < limit:
             d = self._redeliver.popleft()
             if d.finished or d.stale or d.part.revoking or d.part.current.get(d.offset) is not d:
                 continue
             if self._over_limit(d):
                 continue
-            self._deadlines.arm(d)
+            self._deadlines.arm(d, now)
             out.append(d)
-        now = time.monotonic()
         now_ms = time.time_ns() // 1_000_000
         wait = POLL_MS / 1000
         self._suspects = {d for d in self._suspects if not d.finished and not d.stale}

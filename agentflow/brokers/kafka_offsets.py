@@ -68,7 +68,7 @@ class PartitionTracker:
 
     def track(self, offset: int) -> int:
         """Start tracking ``offset`` as handed out once more; return its hand-out count."""
-        if self._next is not None and offset < self._next:
+        if not self.is_new(offset):
             raise ValueError(f"offset {offset} is not past {self._next}")
         earlier = self.prior_state(offset)
         slot = _Slot(offset, max(earlier, 0) + 1)

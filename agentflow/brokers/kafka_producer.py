@@ -111,16 +111,14 @@ class Publisher:
         if producer is not None:
             await producer.stop()
 
-    def _check(
-        self,
-        topic: str,
-        value: bytes,
-        key: bytes | None,
-        headers: list[tuple[str, bytes]],
-        header_size: int,
-    ) -> None:
+    def _pairs(
+        self, topic: str, value: bytes, key: bytes | None, headers: dict[str, str]
+    ) -> list[tuple[str, bytes]]:
+        """A record's Kafka header pairs, once it is known to fit ``max_request_size``."""
+        pairs, header_size = _native.kafka_headers(headers)
         if _size_bound(value, key, header_size) > self.settings.max_request_size:
-            self._check_size(topic, _record_size(value, key, headers))
+            self._check_size(topic, _record_size(value, key, pairs))
+        return pairs
 
     def _check_size(self, topic: str, size: int) -> None:
         if size > self.settings.max_request_size:
@@ -145,8 +143,7 @@ class Publisher:
                     continue  # accepted already inside the window: drop silently
                 pending.add(dedup)
             key = msg.key.encode("utf-8") if msg.key is not None else None
-            headers, header_size = _native.kafka_headers(msg.headers)
-            self._check(msg.topic, msg.payload, key, headers, header_size)
+            headers = self._pairs(msg.topic, msg.payload, key, msg.headers)
             batch.append((msg, key, headers))
         if len(batch) == 1:  # one output alone (low rates): no gather
             msg, key, headers = batch[0]
@@ -223,8 +220,7 @@ class Publisher:
         """Publish one raw record (a retry-tier copy) and wait for its ack."""
         if self.producer is None:
             raise PublishError("Kafka broker is not connected")
-        pairs, header_size = _native.kafka_headers(headers)
-        self._check(topic, value, key, pairs, header_size)
+        pairs = self._pairs(topic, value, key, headers)
         await self._wait_one(await self._send(topic, value, key, pairs), topic)
 
     async def _send(
