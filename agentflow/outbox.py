@@ -7,6 +7,10 @@ round trip then serves every call that finished meanwhile, and the worker goes o
 handlers while the broker confirms earlier outputs: no input is acknowledged before its
 outputs were accepted, but a worker no longer pays a wait per message.
 
+An idempotent agent's worker claims its next group of messages while earlier calls wait
+here: a flush waits for that claim round trip (``hold``/``release``), so the group that
+follows shares the flush instead of paying its own publish, acknowledgement and commit.
+
 Flushes run one at a time, in queue order, so outputs reach the broker in the order their
 handlers finished (one key's messages finish in order, so its outputs stay in order).
 """
@@ -14,12 +18,16 @@ handlers finished (one key's messages finish in order, so its outputs stay in or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
 __all__ = ["Outbox"]
+
+# The longest a flush waits for held work (seconds); a claim round trip is ~1 ms.
+HOLD_LIMIT = 0.05
 
 
 class Outbox(Generic[T]):
@@ -38,6 +46,8 @@ class Outbox(Generic[T]):
         self._spawn = spawn
         self._queue: list[T] = []
         self._task: asyncio.Task[None] | None = None
+        # Set while the owner fetches more work that will finish soon (a claim round trip).
+        self._hold: asyncio.Future[None] | None = None
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -48,9 +58,26 @@ class Outbox(Generic[T]):
         if self._task is None:
             self._task = self._spawn(self._run())
 
+    def hold(self) -> None:
+        """More calls finish soon: the next flush waits for :meth:`release` (once)."""
+        if self._hold is None:
+            self._hold = asyncio.get_running_loop().create_future()
+
+    def release(self) -> None:
+        """End :meth:`hold`."""
+        hold, self._hold = self._hold, None
+        if hold is not None and not hold.done():
+            hold.set_result(None)
+
     async def _run(self) -> None:
         try:
             while self._queue:
+                if self._hold is not None:
+                    # Wait for the work in progress, so it shares this flush's round trip;
+                    # not for long: a slow store must not delay the calls finished already.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(HOLD_LIMIT):
+                            await asyncio.shield(self._hold)
                 batch, self._queue = self._queue, []
                 await self._flush(batch)
         except asyncio.CancelledError:

@@ -228,7 +228,16 @@ class AgentWorker:
                     d, key, prepared = claimed.popleft()
                     env: Decoded | None = None
                 elif self._claim_ahead:
-                    await self._claim_group()
+                    # Calls finished before this group wait for it in the outbox: one flush.
+                    outbox = self.processor.outbox
+                    held = len(outbox) > 0
+                    if held:
+                        outbox.hold()
+                    try:
+                        await self._claim_group()
+                    finally:
+                        if held:
+                            outbox.release()
                     continue
                 else:
                     d, key, env = ready.popleft()

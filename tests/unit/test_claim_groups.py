@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Sequence
 
 from agentflow import App
+from agentflow.brokers.base import OutMessage
 from agentflow.brokers.memory import MemoryBroker
 from agentflow.idempotency.base import Claim
 from agentflow.idempotency.memory import MemoryStore
@@ -87,3 +88,80 @@ class _FakeDelivery:
     """Just enough of a delivery for the worker's stop bookkeeping."""
 
     topic = "in"
+
+
+class SlowClaims(MemoryStore):
+    """A memory store whose group claims take a round trip, as SQLite's or NATS KV's do."""
+
+    async def claim_many(self, keys: Sequence[str], lease: float) -> list[Claim | Exception]:
+        await asyncio.sleep(0.02)
+        return await super().claim_many(keys, lease)
+
+
+class CountingBroker(MemoryBroker):
+    """A memory broker that records how many messages each publish call carried."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[int] = []
+
+    async def publish(self, messages: Sequence[OutMessage]) -> None:
+        self.calls.append(len(messages))
+        await super().publish(messages)
+
+
+async def test_a_flush_waits_for_the_group_being_claimed() -> None:
+    broker = CountingBroker()
+    app = App("claims", broker=broker, store=SlowClaims())
+
+    @app.agent(consumes="in", produces="out", concurrency=4, idempotency_key="n")
+    async def work(msg: dict[str, int]) -> dict[str, int]:
+        return msg  # finishes without waiting: groups follow each other back to back
+
+    for n in range(12):  # retained: one fetch takes all twelve, three groups of four
+        await app.publish("in", {"n": n})
+    broker.calls.clear()
+    async with app:
+        await eventually(lambda: app.stats["work"].succeeded == 12, what="all twelve done")
+    # The second group's claim was in flight when the first group finished: one publish
+    # carries both, instead of a round trip per group.
+    assert broker.calls[0] == 8, broker.calls
+    assert sum(broker.calls) == 12
+
+
+class GatedClaims(MemoryStore):
+    """A memory store whose second group claim waits until the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.groups = 0
+
+    async def claim_many(self, keys: Sequence[str], lease: float) -> list[Claim | Exception]:
+        self.groups += 1
+        if self.groups == 2:
+            await self.gate.wait()
+        return await super().claim_many(keys, lease)
+
+
+async def test_a_slow_claim_does_not_hold_back_finished_calls() -> None:
+    broker = CountingBroker()
+    store = GatedClaims()
+    app = App("claims", broker=broker, store=store)
+
+    @app.agent(consumes="in", produces="out", concurrency=1, idempotency_key="n")
+    async def work(msg: dict[str, int]) -> dict[str, int]:
+        return msg
+
+    for n in range(2):
+        await app.publish("in", {"n": n})
+    broker.calls.clear()
+    async with app:
+        # The second claim hangs: the first call's output goes out anyway, and is acked.
+        await eventually(
+            lambda: app.stats["work"].succeeded == 1, timeout=2.0, what="the first call acked"
+        )
+        assert store.groups == 2 and not store.gate.is_set()
+        assert broker.calls == [1]
+        store.gate.set()
+        await eventually(lambda: app.stats["work"].succeeded == 2, what="the second call acked")
