@@ -8,8 +8,9 @@ handlers while the broker confirms earlier outputs: no input is acknowledged bef
 outputs were accepted, but a worker no longer pays a wait per message.
 
 An idempotent agent's worker claims its next group of messages while earlier calls wait
-here: a flush waits for that claim round trip (``hold``/``release``), so the group that
-follows shares the flush instead of paying its own publish, acknowledgement and commit.
+here. On brokers where every publish round costs a request and a commit (Kafka,
+``Broker.coalesce_publishes``) a flush waits for that claim round trip (``hold``/``release``),
+so the group that follows shares the flush instead of paying its own.
 
 Flushes run one at a time, in queue order, so outputs reach the broker in the order their
 handlers finished (one key's messages finish in order, so its outputs stay in order).

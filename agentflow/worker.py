@@ -76,6 +76,7 @@ class AgentWorker:
         # Claimed ahead with their group (idempotent agents): start before anything in _ready.
         self._claimed: deque[tuple[Delivery, str | None, Prepared]] = deque()
         self._claim_ahead = spec.uses_idempotency and store is not None
+        self._coalesce = broker.coalesce_publishes
         # Deliveries taken from _ready and not finished yet (being claimed, claimed, running).
         self._taken = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -230,7 +231,7 @@ class AgentWorker:
                 elif self._claim_ahead:
                     # Calls finished before this group wait for it in the outbox: one flush.
                     outbox = self.processor.outbox
-                    held = len(outbox) > 0
+                    held = self._coalesce and len(outbox) > 0
                     if held:
                         outbox.hold()
                     try:

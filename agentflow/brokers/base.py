@@ -117,6 +117,11 @@ class Broker(abc.ABC):
     """A message backbone."""
 
     url: str
+    # Whether finished calls' outputs should wait briefly for the calls about to finish, so
+    # they share one publish: worth it where every publish round costs its own request and
+    # an offset commit (Kafka); where publishes and acks are pipelined per message (NATS),
+    # overlapping a publish with the next claim wins instead.
+    coalesce_publishes: bool = False
 
     @abc.abstractmethod
     async def connect(self) -> None:

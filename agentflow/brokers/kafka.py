@@ -59,6 +59,8 @@ __all__ = ["KafkaBroker", "KafkaDelivery", "KafkaSubscription"]
 class KafkaBroker(Broker):
     """A Kafka cluster reached through aiokafka."""
 
+    coalesce_publishes = True  # each flush is a produce request, its acks a commit
+
     def __init__(self, url: str) -> None:
         self.url = url
         self.settings: KafkaSettings = parse_kafka_url(url)

@@ -99,7 +99,12 @@ class SlowClaims(MemoryStore):
 
 
 class CountingBroker(MemoryBroker):
-    """A memory broker that records how many messages each publish call carried."""
+    """A memory broker that records how many messages each publish call carried.
+
+    It asks for coalesced publishes, as Kafka does.
+    """
+
+    coalesce_publishes = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -127,6 +132,23 @@ async def test_a_flush_waits_for_the_group_being_claimed() -> None:
     # carries both, instead of a round trip per group.
     assert broker.calls[0] == 8, broker.calls
     assert sum(broker.calls) == 12
+
+
+async def test_without_coalesced_publishes_a_group_is_flushed_alone() -> None:
+    broker = CountingBroker()
+    broker.coalesce_publishes = False  # as on NATS: the flush overlaps the next claim
+    app = App("claims", broker=broker, store=SlowClaims())
+
+    @app.agent(consumes="in", produces="out", concurrency=4, idempotency_key="n")
+    async def work(msg: dict[str, int]) -> dict[str, int]:
+        return msg
+
+    for n in range(12):
+        await app.publish("in", {"n": n})
+    broker.calls.clear()
+    async with app:
+        await eventually(lambda: app.stats["work"].succeeded == 12, what="all twelve done")
+    assert broker.calls == [4, 4, 4]
 
 
 class GatedClaims(MemoryStore):
