@@ -90,6 +90,10 @@ class _FakeDelivery:
     topic = "in"
 
 
+# The memory broker's state is shared in-process by name: the tests below use topics of
+# their own.
+
+
 class SlowClaims(MemoryStore):
     """A memory store whose group claims take a round trip, as SQLite's or NATS KV's do."""
 
@@ -119,12 +123,12 @@ async def test_a_flush_waits_for_the_group_being_claimed() -> None:
     broker = CountingBroker()
     app = App("claims", broker=broker, store=SlowClaims())
 
-    @app.agent(consumes="in", produces="out", concurrency=4, idempotency_key="n")
+    @app.agent(consumes="coalesce.in", produces="coalesce.out", concurrency=4, idempotency_key="n")
     async def work(msg: dict[str, int]) -> dict[str, int]:
         return msg  # finishes without waiting: groups follow each other back to back
 
     for n in range(12):  # retained: one fetch takes all twelve, three groups of four
-        await app.publish("in", {"n": n})
+        await app.publish("coalesce.in", {"n": n})
     broker.calls.clear()
     async with app:
         await eventually(lambda: app.stats["work"].succeeded == 12, what="all twelve done")
@@ -139,12 +143,12 @@ async def test_without_coalesced_publishes_a_group_is_flushed_alone() -> None:
     broker.coalesce_publishes = False  # as on NATS: the flush overlaps the next claim
     app = App("claims", broker=broker, store=SlowClaims())
 
-    @app.agent(consumes="in", produces="out", concurrency=4, idempotency_key="n")
+    @app.agent(consumes="alone.in", produces="coalesce.out", concurrency=4, idempotency_key="n")
     async def work(msg: dict[str, int]) -> dict[str, int]:
         return msg
 
     for n in range(12):
-        await app.publish("in", {"n": n})
+        await app.publish("alone.in", {"n": n})
     broker.calls.clear()
     async with app:
         await eventually(lambda: app.stats["work"].succeeded == 12, what="all twelve done")
@@ -171,12 +175,12 @@ async def test_a_slow_claim_does_not_hold_back_finished_calls() -> None:
     store = GatedClaims()
     app = App("claims", broker=broker, store=store)
 
-    @app.agent(consumes="in", produces="out", concurrency=1, idempotency_key="n")
+    @app.agent(consumes="slow.in", produces="coalesce.out", concurrency=1, idempotency_key="n")
     async def work(msg: dict[str, int]) -> dict[str, int]:
         return msg
 
     for n in range(2):
-        await app.publish("in", {"n": n})
+        await app.publish("slow.in", {"n": n})
     broker.calls.clear()
     async with app:
         # The second claim hangs: the first call's output goes out anyway, and is acked.
