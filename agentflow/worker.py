@@ -1,9 +1,9 @@
 """One agent's consumer loop: fetch in batches, run in parallel across keys, never reorder one.
 
-Back-pressure: the loop fetches only as many messages as it has free slots (``prefetch``), so
-a slow handler slows the fetch instead of piling deliveries up in memory. Messages that share
-a key run one after another; different keys (and keyless messages) run in parallel, at most
-``concurrency`` handlers at a time.
+Back-pressure: the loop fetches only as many messages as it has free slots (``prefetch``, two
+batches), so a slow handler slows the fetch instead of piling deliveries up in memory.
+Messages that share a key run one after another; different keys (and keyless messages) run
+in parallel, at most ``concurrency`` handlers at a time.
 
 No task per message: runnable deliveries wait in one queue, drained by at most
 ``concurrency`` runner tasks, started when work arrives and ending when the queue is empty.
@@ -63,7 +63,10 @@ class AgentWorker:
         self.group = group
         self.stats = stats
         self.ack_wait = ack_wait_for(spec)
-        self.prefetch = max(2 * spec.concurrency, 32)
+        # Fetched at most ``batch`` at a time, in a window of two batches: one batch runs while
+        # the one before it is still being published and acknowledged (a round trip each).
+        self.batch = max(2 * spec.concurrency, 32)
+        self.prefetch = 2 * self.batch
         self.processor = Processor(
             spec, broker, store, stats, self.ack_wait, on_settled=self._done, spawn=self._spawn
         )
@@ -164,7 +167,7 @@ class AgentWorker:
                 await self._room.wait()
                 continue
             try:
-                batch = await self._sub.fetch(free, FETCH_TIMEOUT)
+                batch = await self._sub.fetch(min(free, self.batch), FETCH_TIMEOUT)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -86,3 +86,25 @@ async def test_a_cancelled_flusher_gives_back_what_it_did_not_flush() -> None:
     box.put(4)
     assert len(tasks) == 2, "a new flusher starts after a cancelled one"
     tasks[1].cancel()
+
+
+async def test_a_held_flush_waits_for_release_and_takes_what_came_meanwhile() -> None:
+    f = Flushes()
+    box: Outbox[int] = Outbox(f.flush, f.abandon, asyncio.create_task)
+    box.put(0)
+    box.hold()
+    await asyncio.sleep(0.01)
+    assert f.batches == [], "held: no flush yet"
+    box.put(1)
+    box.release()
+    await asyncio.sleep(0.01)
+    assert f.batches == [[0, 1]]
+
+
+async def test_a_hold_never_released_delays_a_flush_only_briefly() -> None:
+    f = Flushes()
+    box: Outbox[int] = Outbox(f.flush, f.abandon, asyncio.create_task)
+    box.put(0)
+    box.hold()
+    await asyncio.sleep(0.2)  # four times the hold limit
+    assert f.batches == [[0]]
