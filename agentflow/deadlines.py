@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Coroutine, Generator
 from typing import Any
 
-__all__ = ["Deadlines"]
+__all__ = ["Deadlines", "Resumed"]
 
 
 class _Running:
@@ -38,9 +39,14 @@ class Deadlines:
         self._live = 0
         self._timer: asyncio.TimerHandle | None = None
 
-    def start(self, task: asyncio.Task[Any]) -> _Running:
-        """Start timing a call made by ``task``."""
-        call = _Running(self._loop.time() + self.timeout, task)
+    def now(self) -> float:
+        """The loop clock, as :meth:`start` reads it."""
+        return self._loop.time()
+
+    def start(self, task: asyncio.Task[Any], started: float | None = None) -> _Running:
+        """Start timing a call made by ``task`` (that started at loop time ``started``)."""
+        begun = self._loop.time() if started is None else started
+        call = _Running(begun + self.timeout, task)
         self._calls.append(call)
         self._live += 1
         if self._timer is None:
@@ -80,3 +86,37 @@ class Deadlines:
             else:
                 self._timer = self._loop.call_at(head.deadline, self._fire)
                 return
+
+
+class Resumed:
+    """Awaits the rest of a coroutine whose first step the caller ran itself.
+
+    ``first`` is what that step yielded (the future it waits on). Awaiting this in the same
+    task continues the coroutine exactly as ``await coro`` would have: values and exceptions
+    the task sends (a cancellation) go to the coroutine, and its result is the result.
+    """
+
+    __slots__ = ("coro", "first")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
+        self.coro = coro
+        self.first = first
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, step = self.coro, self.first
+        while True:
+            try:
+                sent = yield step
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # thrown in by the task: the coroutine decides
+                try:
+                    step = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+                continue
+            try:
+                step = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, cast
 
 from agentflow import _native, envelope
 from agentflow.agent import (
@@ -24,7 +24,7 @@ from agentflow.agent import (
 from agentflow.agent import wants_context as _wants_context
 from agentflow.brokers.base import Broker, Delivery, OutMessage
 from agentflow.context import Context, PendingOutput
-from agentflow.deadlines import Deadlines
+from agentflow.deadlines import Deadlines, Resumed
 from agentflow.errors import NoRoute, Reject, Retry, RouteError
 from agentflow.idempotency.base import Claim, ClaimState, IdempotencyStore
 from agentflow.intake import DeadLetter, Decoded, Intake, Prepared
@@ -268,18 +268,29 @@ class Processor:
         deadlines: Deadlines | None,
     ) -> Any:
         """Run the handler under the agent's timeout (expiry raises ``TimeoutError``)."""
-        # The handler's coroutine, awaited below directly (no wrapper frame per call).
-        coro = self.spec.handler(value, ctx) if ctx is not None else self.spec.handler(value)
+        # AgentSpec admits coroutine functions only: this is a coroutine.
+        coro = cast(
+            Coroutine[Any, Any, Any],
+            self.spec.handler(value, ctx) if ctx is not None else self.spec.handler(value),
+        )
         if task is None or deadlines is None:
             try:
                 async with asyncio.timeout(self.spec.timeout):
                     return await coro
             except TimeoutError as exc:
                 raise self._timeout_error() from exc
-        call = deadlines.start(task)
+        started = deadlines.now()
+        # The first step runs outside the deadline's bookkeeping: a call that finishes
+        # without waiting cannot be cancelled anyway (cancellation lands at an await), so
+        # only a call that waits is timed, from when it started.
+        try:
+            first = coro.send(None)
+        except StopIteration as done:
+            return done.value
+        call = deadlines.start(task, started)
         consumed = False  # whether our cancellation request was taken back
         try:
-            return await coro
+            return await Resumed(coro, first)
         except asyncio.CancelledError:
             if call.expired:
                 consumed = True
