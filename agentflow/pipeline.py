@@ -118,6 +118,7 @@ class Processor:
         stats.received += 1  # (activity: the worker counts it in flight until settled)
         attempt = max(d.delivery_count, 1)
         claim_key: str | None = None
+        queued = False
         try:
             p = prepared if prepared is not None else self.intake.prepare(d, decoded)
             if p.error is not None:
@@ -168,6 +169,7 @@ class Processor:
             if claim_key is not None:
                 self._unsettled[claim_key] = None
             self.outbox.put(_Finished(d, out, claim_key, attempt))
+            queued = True  # its flush records the activity
             return False  # the outbox owns the claim and the delivery now
         except DeadLetter as dl:
             await self._dead_letter(d, dl.reason, dl.error, attempt, claim_key)
@@ -181,7 +183,8 @@ class Processor:
         except Exception as exc:
             await self._failed(d, exc, attempt, claim_key)
         finally:
-            stats.touch()
+            if not queued:
+                stats.touch()
         return True
 
     async def unclaim(self, prepared: Prepared) -> None:
@@ -334,16 +337,26 @@ class Processor:
         pending: Sequence[PendingOutput],
         result: Any,
     ) -> list[OutMessage]:
-        items: list[tuple[str | None, Any, str | None, dict[str, str] | None]] = [
-            (p.topic, p.payload, p.key, p.headers) for p in pending
-        ]
-        items.extend((None, r, key, None) for r in outputs_of(result))
+        items: list[tuple[str | None, Any, str | None, dict[str, str] | None]]
+        if pending:
+            items = [(p.topic, p.payload, p.key, p.headers) for p in pending]
+            items.extend((None, r, key, None) for r in outputs_of(result))
+        elif result is None:
+            return []
+        elif isinstance(result, list | tuple):
+            items = [(None, r, key, None) for r in result if r is not None]
+        else:  # the usual case: one returned output
+            items = [(None, result, key, None)]
         agent = self.spec.name
+        static = self.spec.produces if self.spec.route is None else None
         ts = envelope.now_ms()
         out: list[OutMessage] = []
         for topic, value, out_key, headers in items:
             payload = encode_output(value)
-            topics = [topic] if topic is not None else self._targets(d, payload, out_key)
+            if topic is not None:
+                topics = [topic]
+            else:
+                topics = static if static is not None else self._targets(d, payload, out_key)
             content_type = envelope.OCTET_STREAM if isinstance(value, bytes) else envelope.JSON
             for target in topics:
                 out_headers = _native.output_headers(
@@ -361,8 +374,7 @@ class Processor:
         return out
 
     def _targets(self, d: Delivery, payload: bytes, key: str | None) -> list[str]:
-        if self.spec.route is None:
-            return self.spec.produces
+        assert self.spec.route is not None  # static targets are taken without a call
         try:
             return self.spec.route(payload, d.headers, key, d.topic)
         except NoRoute as exc:

@@ -335,7 +335,7 @@ class KafkaSubscription(Subscription):
             while part.buffer and len(out) < limit:
                 state = tracker.prior_state(part.buffer[0].offset)
                 if state == DONE:
-                    self._admit(part, part.buffer.popleft(), now)  # finished before: skipped
+                    self._admit(part, part.buffer.popleft(), now, state)  # finished: skipped
                     continue
                 if alone:
                     break
@@ -344,7 +344,7 @@ class KafkaSubscription(Subscription):
                     wait = min(wait, (due - now_ms) / 1000)
                     break
                 if state == 0:
-                    admitted = self._admit(part, part.buffer.popleft(), now)
+                    admitted = self._admit(part, part.buffer.popleft(), now, state)
                     if admitted is not None:
                         out.append(admitted)
                         busy += 1
@@ -355,22 +355,22 @@ class KafkaSubscription(Subscription):
                 # ran beside it.
                 if busy:
                     return out, min(wait, 0.05)
-                admitted = self._admit(part, part.buffer.popleft(), now)
+                admitted = self._admit(part, part.buffer.popleft(), now, state)
                 if admitted is not None:
                     self._suspects.add(admitted)
                     out.append(admitted)
                     return out, wait
         return out, max(wait, 0.001)
 
-    def _admit(self, part: Part, record: Any, now: float) -> KafkaDelivery | None:
-        """Track a buffered record; a delivery for it, or None if it is skipped."""
+    def _admit(self, part: Part, record: Any, now: float, prior: int) -> KafkaDelivery | None:
+        """Track a buffered record (``prior``: its prior_state); a delivery, or None if skipped."""
         tracker = part.tracker
         assert tracker is not None
         offset = record.offset
         if not tracker.is_new(offset):
             return None  # refetched after a pause/seek: already tracked
         headers = decode_headers(record)
-        skip = tracker.prior_state(offset) == DONE  # finished before the last owner died
+        skip = prior == DONE  # finished before the last owner died
         if part.tier:
             group = headers.get(RETRY_GROUP)
             skip = skip or (group is not None and group != self.group)
@@ -385,10 +385,10 @@ class KafkaSubscription(Subscription):
         if part.tier:
             with contextlib.suppress(ValueError):
                 base = max(int(headers.get(ATTEMPT, "1")), 1)
-        handed = tracker.track(offset)
+        handed = tracker.track(offset, prior)
         part.dirty = True
         d = KafkaDelivery(self, part, record, headers, base + handed - 1)
-        if self._over_limit(d):
+        if 0 < self.max_deliver < d.delivery_count and self._over_limit(d):
             return None
         part.current[offset] = d
         self._deadlines.arm(d, now)

@@ -66,11 +66,14 @@ class PartitionTracker:
         """True if ``offset`` lies past everything tracked (records may be refetched)."""
         return self._next is None or offset >= self._next
 
-    def track(self, offset: int) -> int:
-        """Start tracking ``offset`` as handed out once more; return its hand-out count."""
-        if not self.is_new(offset):
+    def track(self, offset: int, prior: int | None = None) -> int:
+        """Start tracking ``offset`` as handed out once more; return its hand-out count.
+
+        ``prior`` is its ``prior_state`` when the caller looked it up already.
+        """
+        if self._next is not None and offset < self._next:
             raise ValueError(f"offset {offset} is not past {self._next}")
-        earlier = self.prior_state(offset)
+        earlier = self.prior_state(offset) if prior is None else prior
         slot = _Slot(offset, max(earlier, 0) + 1)
         self._window.append(slot)
         self._slots[offset] = slot
