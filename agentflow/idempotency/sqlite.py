@@ -1,18 +1,24 @@
 """SQLite-file idempotency store: the embedded default that survives a restart.
 
-One connection per store, used only from one dedicated worker thread (sqlite3 objects are
-not shareable across threads). The file is in WAL mode. Operations are group-committed:
-whatever callers queue while a batch is being written runs, in arrival order, inside the
-next single ``BEGIN IMMEDIATE ... COMMIT`` on that thread, so a busy pipeline pays one
-COMMIT and one thread hop per batch instead of per operation. ``BEGIN IMMEDIATE`` takes the
-write lock up front for the whole batch, so two stores (or processes) on one file can never
-both acquire a key. Times are wall-clock epoch seconds because the file outlives the process.
+The file is in WAL mode. Operations are group-committed: whatever callers queue while a
+batch is being written runs, in arrival order, inside the next single ``BEGIN IMMEDIATE ...
+COMMIT``, so a busy pipeline pays one COMMIT per batch instead of per operation.
+``BEGIN IMMEDIATE`` takes the write lock up front for the whole batch, so two stores (or
+processes) on one file can never both acquire a key.
+
+Where a batch runs: a batch of a few hundred keys takes well under a millisecond, less than
+a hop to a thread and back (and the GIL hand-offs on the way), so it first runs on the event
+loop's thread on a connection that never waits for the write lock. If the lock is taken
+(another store or process is writing) or anything fails, that attempt is rolled back and the
+batch runs on the store's own thread, on a second connection that waits up to
+``busy_timeout`` and isolates a failing operation. The loop-side connection never
+checkpoints (that may fsync); the thread checkpoints the WAL now and then instead. Times are
+wall-clock epoch seconds because the file outlives the process.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import sqlite3
 import time
@@ -22,25 +28,12 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
-from agentflow.idempotency.base import Claim, ClaimState, IdempotencyStore
+from agentflow.idempotency import sqlite_statements as sql
+from agentflow.idempotency.base import Claim, IdempotencyStore
 
 __all__ = ["SqliteStore", "from_url"]
 
 _T = TypeVar("_T")
-
-_PENDING = 0
-_DONE = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS af_idempotency (
-    key      TEXT PRIMARY KEY,
-    state    INTEGER NOT NULL,  -- 0 pending (leased until expires), 1 done (kept until expires)
-    attempts INTEGER NOT NULL,
-    expires  REAL               -- NULL on a done key: kept forever
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS af_idempotency_done_expires
-    ON af_idempotency (expires) WHERE state = 1;
-"""
 
 # Expired completed keys are deleted at most this often, piggybacked on complete().
 _PURGE_INTERVAL = 60.0
@@ -58,15 +51,21 @@ class _Failed:
     error: Exception
 
 
+# Loop-side commits between two WAL checkpoints on the store thread.
+_CHECKPOINT_EVERY = 256
+
+
 @dataclass(eq=False)
 class _Session:
-    """One open connection, its thread and the operations queued for its next batch."""
+    """The store's connections, its thread and the operations queued for its next batch."""
 
     executor: ThreadPoolExecutor
-    conn: sqlite3.Connection
+    conn: sqlite3.Connection  # used on the store thread only: waits for the write lock
+    quick: sqlite3.Connection  # used on the loop's thread: never waits, never checkpoints
     queue: list[_Op] = field(default_factory=list)
     flusher: asyncio.Task[None] | None = None
     closed: bool = False
+    since_checkpoint: int = 0
 
 
 class SqliteStore(IdempotencyStore):
@@ -83,6 +82,8 @@ class SqliteStore(IdempotencyStore):
         # Write transactions committed so far: one per batch, or one per operation when a
         # failed batch falls back; shows how well operations are being grouped.
         self.transactions = 0
+        # Of those, committed on the event loop's thread (the write lock was free at once).
+        self.loop_transactions = 0
         self._busy_timeout = busy_timeout
         self._clock = clock
         self._session: _Session | None = None
@@ -101,29 +102,43 @@ class SqliteStore(IdempotencyStore):
                 return
             executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="af-sqlite")
             try:
-                conn = await asyncio.get_running_loop().run_in_executor(executor, self._connect)
+                conn, quick = await asyncio.get_running_loop().run_in_executor(
+                    executor, self._connect_both
+                )
             except BaseException:
                 executor.shutdown(wait=False)
                 raise
-            self._session = _Session(executor, conn)
+            self._session = _Session(executor, conn, quick)
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect_both(self) -> tuple[sqlite3.Connection, sqlite3.Connection]:
+        conn = self._connect(self._busy_timeout)
+        try:
+            # check_same_thread=False: opened here, used only on the loop's thread after.
+            quick = self._connect(0.0, check_same_thread=False)
+            quick.execute("PRAGMA wal_autocheckpoint=0")
+        except BaseException:
+            conn.close()
+            raise
+        return conn, quick
+
+    def _connect(self, timeout: float, check_same_thread: bool = True) -> sqlite3.Connection:
         directory = os.path.dirname(self.path)
         if directory:
             os.makedirs(directory, exist_ok=True)
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves.
         conn = sqlite3.connect(
             self.path,
-            timeout=self._busy_timeout,
+            timeout=timeout,
             isolation_level=None,
-            # Room for the multi-row statements of every chunk size (see _chunks).
-            cached_statements=2 * len(_CHUNK_SIZES) + 16,
+            check_same_thread=check_same_thread,
+            # Room for the multi-row statements of every chunk size (see sql.chunks).
+            cached_statements=2 * len(sql.CHUNK_SIZES) + 16,
         )
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             # NORMAL is crash-safe in WAL mode for process crashes (what a claim must survive).
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
+            conn.executescript(sql.SCHEMA)
         except BaseException:
             conn.close()
             raise
@@ -145,6 +160,7 @@ class SqliteStore(IdempotencyStore):
             # of scheduling onto a stopped thread. The thread is FIFO, so the connection
             # closes after any batch still in flight.
             session.closed = True
+            session.quick.close()
             closing = loop.run_in_executor(session.executor, session.conn.close)
             session.executor.shutdown(wait=False)
         await closing
@@ -186,12 +202,23 @@ class SqliteStore(IdempotencyStore):
                 session.queue = []
                 if not batch:
                     continue
-                try:
-                    outcomes, commits = await loop.run_in_executor(
-                        session.executor, _run_batch, session.conn, [op[0] for op in batch]
-                    )
-                except Exception as exc:  # e.g. a failed ROLLBACK: fail this batch only
-                    outcomes, commits = [_Failed(exc)] * len(batch), 0
+                steps = [op[0] for op in batch]
+                quick = _run_quick(session.quick, steps)
+                if quick is not None:
+                    outcomes, commits = quick, 1
+                    self.loop_transactions += 1
+                    session.since_checkpoint += 1
+                    if session.since_checkpoint >= _CHECKPOINT_EVERY:
+                        session.since_checkpoint = 0
+                        # Queued on the thread, not awaited: FIFO before any later batch.
+                        loop.run_in_executor(session.executor, _checkpoint, session.conn)
+                else:
+                    try:
+                        outcomes, commits = await loop.run_in_executor(
+                            session.executor, _run_batch, session.conn, steps
+                        )
+                    except Exception as exc:  # e.g. a failed ROLLBACK: fail this batch only
+                        outcomes, commits = [_Failed(exc)] * len(batch), 0
                 self.transactions += commits
                 for (_, future), outcome in zip(batch, outcomes, strict=True):
                     if future.done():
@@ -216,12 +243,12 @@ class SqliteStore(IdempotencyStore):
     async def claim(self, key: str, lease: float) -> Claim:
         """Claim ``key`` for ``lease`` seconds, atomically with the rest of its batch."""
         now = self._clock()
-        return await self._submit(lambda conn: _claim(conn, key, now, lease))
+        return await self._submit(lambda conn: sql.claim_one(conn, key, now, lease))
 
     async def claim_many(self, keys: Sequence[str], lease: float) -> list[Claim | Exception]:
         """Claim every key, in order, as one step of the next transaction."""
         now = self._clock()
-        claims: list[Claim] = await self._submit(lambda conn: _claim_all(conn, keys, now, lease))
+        claims: list[Claim] = await self._submit(lambda conn: sql.claim_all(conn, keys, now, lease))
         return list(claims)
 
     async def complete(self, key: str, ttl: float) -> None:
@@ -243,16 +270,43 @@ class SqliteStore(IdempotencyStore):
         purge_before: float | None = None
         if now - self._last_purge >= _PURGE_INTERVAL:
             self._last_purge = purge_before = now
-        return lambda conn: _complete_all(conn, keys, expires, purge_before)
+        return lambda conn: sql.complete_all(conn, keys, expires, purge_before)
 
     async def release(self, key: str) -> None:
         """End the lease now, keeping the attempt count for the next claim."""
         now = self._clock()
-        await self._submit(lambda conn: _release(conn, key, now))
+        await self._submit(lambda conn: sql.release(conn, key, now))
 
     async def forget(self, key: str) -> None:
         """Drop ``key`` and its attempt count."""
-        await self._submit(lambda conn: _forget(conn, key))
+        await self._submit(lambda conn: sql.forget(conn, key))
+
+
+def _run_quick(conn: sqlite3.Connection, steps: list[_Step]) -> list[object] | None:
+    """On the loop's thread: every step in one transaction, or None (rolled back) if the
+    write lock is taken or anything fails; the store thread then runs the batch."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")  # timeout 0: fails at once while another writes
+    except sqlite3.Error:
+        return None
+    try:
+        results = [step(conn) for step in steps]
+        conn.execute("COMMIT")
+    except Exception:
+        _rollback(conn)
+        return None
+    except BaseException:
+        _rollback(conn)
+        raise
+    return results
+
+
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    """On the store thread: copy the WAL back into the database without blocking writers."""
+    try:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    except sqlite3.Error:  # busy readers or writers: the next one catches up
+        pass
 
 
 def _run_batch(conn: sqlite3.Connection, steps: list[_Step]) -> tuple[list[object], int]:
@@ -298,146 +352,6 @@ def _rollback(conn: sqlite3.Connection) -> None:
     # Some errors (SQLITE_FULL, IOERR, ...) already ended the transaction.
     if conn.in_transaction:
         conn.execute("ROLLBACK")
-
-
-def _claim(conn: sqlite3.Connection, key: str, now: float, lease: float) -> Claim:
-    """Decide and record a claim; runs inside the caller's write transaction."""
-    claim = _decide(_row(conn, key), now)
-    if claim.state is ClaimState.ACQUIRED:
-        conn.execute(
-            "INSERT OR REPLACE INTO af_idempotency VALUES (?, ?, ?, ?)",
-            (key, _PENDING, claim.attempts, now + lease),
-        )
-    return claim
-
-
-def _claim_all(
-    conn: sqlite3.Connection, keys: Sequence[str], now: float, lease: float
-) -> list[Claim]:
-    """Decide and record several claims in order; inside the caller's write transaction.
-
-    One upsert for a whole chunk of distinct keys: it writes exactly the keys that can be
-    acquired (absent, completion expired, lease expired) and returns their attempt counts;
-    the keys it left alone are read to tell completed from busy, as ``_claim`` would.
-    """
-    if len(set(keys)) != len(keys):  # a key twice: the second must see the first's claim
-        return [_claim(conn, key, now, lease) for key in keys]
-    acquired: dict[str, int] = {}
-    for chunk in _chunks(keys):
-        params = [*_rows(chunk, now + lease), now, now]
-        acquired.update(conn.execute(_claim_sql(len(chunk)), params).fetchall())
-    out: list[Claim] = []
-    for key in keys:
-        attempts = acquired.get(key)
-        if attempts is not None:
-            out.append(Claim(ClaimState.ACQUIRED, attempts))
-        else:  # not acquirable at ``now``: completed or leased
-            out.append(_decide(_row(conn, key), now))
-    return out
-
-
-# Rows per multi-row statement: powers of two up to this many, so a few prepared statements
-# (kept in the connection's cache) serve every batch size.
-_CHUNK = 128
-_CHUNK_SIZES = [1 << i for i in range(_CHUNK.bit_length() - 1, -1, -1)]
-
-
-def _chunks(keys: Sequence[str]) -> list[Sequence[str]]:
-    """``keys`` cut into runs of power-of-two lengths, longest first (100 = 64 + 32 + 4)."""
-    out: list[Sequence[str]] = []
-    start, left = 0, len(keys)
-    for size in _CHUNK_SIZES:
-        while left >= size:
-            out.append(keys[start : start + size])
-            start += size
-            left -= size
-    return out
-
-
-def _rows(keys: Sequence[str], expires: float | None) -> list[object]:
-    """The parameters of a multi-row statement: (key, expires) for each key."""
-    params: list[object] = []
-    for key in keys:
-        params += (key, expires)
-    return params
-
-
-@functools.lru_cache(maxsize=len(_CHUNK_SIZES))
-def _claim_sql(rows: int) -> str:
-    """The claim upsert for ``rows`` keys; its parameters: (key, expires) per row, now, now."""
-    values = ",".join([f"(?, {_PENDING}, 1, ?)"] * rows)
-    return (
-        f"INSERT INTO af_idempotency (key, state, attempts, expires) VALUES {values}"
-        " ON CONFLICT (key) DO UPDATE SET"
-        f" attempts = CASE WHEN state = {_DONE} THEN 1 ELSE attempts + 1 END,"
-        f" state = {_PENDING}, expires = excluded.expires"
-        f" WHERE (state = {_DONE} AND expires IS NOT NULL AND expires <= ?)"
-        f" OR (state = {_PENDING} AND (expires IS NULL OR expires <= ?))"
-        " RETURNING key, attempts"
-    )
-
-
-@functools.lru_cache(maxsize=len(_CHUNK_SIZES))
-def _complete_sql(rows: int) -> str:
-    """The completion upsert for ``rows`` keys; its parameters: (key, expires) per row."""
-    values = ",".join([f"(?, {_DONE}, 1, ?)"] * rows)
-    return (
-        f"INSERT INTO af_idempotency (key, state, attempts, expires) VALUES {values}"
-        " ON CONFLICT (key) DO UPDATE SET state = excluded.state, expires = excluded.expires"
-    )
-
-
-def _row(conn: sqlite3.Connection, key: str) -> tuple[int, int, float | None] | None:
-    """A key's stored (state, attempts, expires), or None."""
-    row: tuple[int, int, float | None] | None = conn.execute(
-        "SELECT state, attempts, expires FROM af_idempotency WHERE key = ?", (key,)
-    ).fetchone()
-    return row
-
-
-def _complete_all(
-    conn: sqlite3.Connection,
-    keys: Sequence[str],
-    expires: float | None,
-    purge_before: float | None,
-) -> None:
-    """Record several completions (and purge when due); inside a transaction."""
-    for chunk in _chunks(keys):
-        conn.execute(_complete_sql(len(chunk)), _rows(chunk, expires))
-    if purge_before is not None:
-        _purge(conn, purge_before)
-
-
-def _purge(conn: sqlite3.Connection, before: float) -> None:
-    """Delete completions that expired before ``before``; inside a transaction."""
-    conn.execute("DELETE FROM af_idempotency WHERE state = ? AND expires <= ?", (_DONE, before))
-
-
-def _release(conn: sqlite3.Connection, key: str, now: float) -> None:
-    """End a pending key's lease at ``now``; inside a transaction."""
-    # Returns None, not the cursor: sqlite3 objects must not leave the store thread.
-    conn.execute(
-        "UPDATE af_idempotency SET expires = ? WHERE key = ? AND state = ?", (now, key, _PENDING)
-    )
-
-
-def _forget(conn: sqlite3.Connection, key: str) -> None:
-    """Delete a key's row; inside a transaction."""
-    conn.execute("DELETE FROM af_idempotency WHERE key = ?", (key,))
-
-
-def _decide(row: tuple[int, int, float | None] | None, now: float) -> Claim:
-    """The outcome of a claim given the key's stored row."""
-    if row is None:
-        return Claim(ClaimState.ACQUIRED, 1)
-    state, attempts, expires = row
-    if state == _DONE:
-        if expires is None or expires > now:
-            return Claim(ClaimState.COMPLETED, attempts)
-        return Claim(ClaimState.ACQUIRED, 1)  # completion expired: the key is new again
-    if expires is not None and expires > now:
-        return Claim(ClaimState.BUSY, attempts)
-    return Claim(ClaimState.ACQUIRED, attempts + 1)
 
 
 def from_url(url: str) -> SqliteStore:

@@ -190,3 +190,53 @@ async def test_caller_cancelled_before_its_batch_is_not_written(store: SqliteSto
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await store.claim("k", 30) == Claim(A, 1)
+
+
+async def test_a_batch_commits_on_the_loop_thread_while_the_write_lock_is_free(
+    store: SqliteStore,
+) -> None:
+    for i in range(5):
+        assert (await store.claim(f"k{i}", 30)).state is A
+    await store.complete_many([f"k{i}" for i in range(5)], 3600)
+    assert store.transactions == store.loop_transactions == 6
+    assert set(_rows(store.path).values()) == {(1, 1)}
+
+
+async def test_a_held_write_lock_sends_the_batch_to_the_store_thread(store: SqliteStore) -> None:
+    blocker = _hold_write_lock(store.path)
+    try:
+        claim = asyncio.create_task(store.claim("k", 30))
+        await asyncio.sleep(0.2)
+        assert not claim.done(), "waits for the lock on the store thread, not on the loop"
+        blocker.execute("ROLLBACK")
+        assert (await asyncio.wait_for(claim, 30)).state is A
+    finally:
+        blocker.close()
+    assert (store.transactions, store.loop_transactions) == (1, 0)
+    assert (await store.claim("k", 30)).state is B
+    assert store.loop_transactions == 1, "back on the loop once the lock is free"
+
+
+async def test_the_store_thread_checkpoints_what_the_loop_committed(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from agentflow.idempotency import sqlite as module
+
+    threads: list[str] = []
+    checkpoint = module._checkpoint
+
+    def recording(conn: sqlite3.Connection) -> None:
+        threads.append(threading.current_thread().name)
+        checkpoint(conn)
+
+    monkeypatch.setattr(module, "_CHECKPOINT_EVERY", 2)
+    monkeypatch.setattr(module, "_checkpoint", recording)
+    for i in range(5):
+        await store.claim(f"k{i}", 30)
+    await store.close()  # runs what is queued on the thread first
+    assert len(threads) == 2
+    assert all(name.startswith("af-sqlite") for name in threads)
+    # Everything committed on the loop is in the file, WAL included.
+    assert len(_rows(store.path)) == 5
