@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import pytest
+
 from agentflow import App
 from agentflow.brokers.base import OutMessage
 from agentflow.brokers.memory import MemoryBroker
@@ -119,40 +121,34 @@ class CountingBroker(MemoryBroker):
         await super().publish(messages)
 
 
-async def test_a_flush_waits_for_the_group_being_claimed() -> None:
+@pytest.mark.parametrize(
+    ("coalesce", "publishes"),
+    [
+        # The second group's claim is in flight when the first group finishes: one publish
+        # carries both, instead of a round trip per group (Kafka).
+        (True, [8, 4]),
+        # Without it (NATS) each group's flush overlaps the next group's claim.
+        (False, [4, 4, 4]),
+    ],
+)
+async def test_a_flush_waits_for_the_group_being_claimed_where_the_broker_asks(
+    coalesce: bool, publishes: list[int]
+) -> None:
     broker = CountingBroker()
+    broker.coalesce_publishes = coalesce
     app = App("claims", broker=broker, store=SlowClaims())
+    topic = f"coalesce-{coalesce}.in"
 
-    @app.agent(consumes="coalesce.in", produces="coalesce.out", concurrency=4, idempotency_key="n")
+    @app.agent(consumes=topic, produces="coalesce.out", concurrency=4, idempotency_key="n")
     async def work(msg: dict[str, int]) -> dict[str, int]:
         return msg  # finishes without waiting: groups follow each other back to back
 
     for n in range(12):  # retained: one fetch takes all twelve, three groups of four
-        await app.publish("coalesce.in", {"n": n})
+        await app.publish(topic, {"n": n})
     broker.calls.clear()
     async with app:
         await eventually(lambda: app.stats["work"].succeeded == 12, what="all twelve done")
-    # The second group's claim was in flight when the first group finished: one publish
-    # carries both, instead of a round trip per group.
-    assert broker.calls[0] == 8, broker.calls
-    assert sum(broker.calls) == 12
-
-
-async def test_without_coalesced_publishes_a_group_is_flushed_alone() -> None:
-    broker = CountingBroker()
-    broker.coalesce_publishes = False  # as on NATS: the flush overlaps the next claim
-    app = App("claims", broker=broker, store=SlowClaims())
-
-    @app.agent(consumes="alone.in", produces="coalesce.out", concurrency=4, idempotency_key="n")
-    async def work(msg: dict[str, int]) -> dict[str, int]:
-        return msg
-
-    for n in range(12):
-        await app.publish("alone.in", {"n": n})
-    broker.calls.clear()
-    async with app:
-        await eventually(lambda: app.stats["work"].succeeded == 12, what="all twelve done")
-    assert broker.calls == [4, 4, 4]
+    assert broker.calls == publishes
 
 
 class GatedClaims(MemoryStore):
