@@ -72,6 +72,8 @@ class Processor:
         self.intake = Intake(spec, store is not None)
         self.plan = self.intake.plan
         self.wants_context = _wants_context(spec.handler)
+        # Where outputs go when no route picks per message (taken without a call).
+        self._static_targets = spec.produces if spec.route is None else None
         self.logger = logging.getLogger(f"agentflow.agent.{spec.name}")
         # Outputs of finished calls are published in coalesced batches (see outbox.py); the
         # worker hears of each delivery settled there through ``on_settled``.
@@ -337,18 +339,15 @@ class Processor:
         pending: Sequence[PendingOutput],
         result: Any,
     ) -> list[OutMessage]:
-        items: list[tuple[str | None, Any, str | None, dict[str, str] | None]]
+        items: list[tuple[str | None, Any, str | None, dict[str, str] | None]] = [
+            (None, r, key, None) for r in outputs_of(result)
+        ]
         if pending:
-            items = [(p.topic, p.payload, p.key, p.headers) for p in pending]
-            items.extend((None, r, key, None) for r in outputs_of(result))
-        elif result is None:
+            items[:0] = [(p.topic, p.payload, p.key, p.headers) for p in pending]
+        elif not items:
             return []
-        elif isinstance(result, list | tuple):
-            items = [(None, r, key, None) for r in result if r is not None]
-        else:  # the usual case: one returned output
-            items = [(None, result, key, None)]
         agent = self.spec.name
-        static = self.spec.produces if self.spec.route is None else None
+        static = self._static_targets
         ts = envelope.now_ms()
         out: list[OutMessage] = []
         for topic, value, out_key, headers in items:

@@ -232,16 +232,7 @@ class AgentWorker:
                     d, key, prepared = claimed.popleft()
                     env: Decoded | None = None
                 elif self._claim_ahead:
-                    # Calls finished before this group wait for it in the outbox: one flush.
-                    outbox = self.processor.outbox
-                    held = self._coalesce and len(outbox) > 0
-                    if held:
-                        outbox.hold()
-                    try:
-                        await self._claim_group()
-                    finally:
-                        if held:
-                            outbox.release()
+                    await self._claim_group()
                     continue
                 else:
                     d, key, env = ready.popleft()
@@ -281,9 +272,16 @@ class AgentWorker:
         group = [ready.popleft() for _ in range(n)]
         self._taken += n
         prepared = [self.processor.intake.prepare(d, env) for d, _, env in group]
+        # Calls finished before this group wait for its claim in the outbox: one flush.
+        outbox = self.processor.outbox
+        held = self._coalesce and len(outbox) > 0
+        if held:
+            outbox.hold()
         try:
             await self.processor.claim_group(prepared)
         finally:
+            if held:
+                outbox.release()
             # Even when cancelled: the group waits in _claimed, where stop() finds it.
             self._claimed.extend(
                 (d, key, p) for (d, key, _), p in zip(group, prepared, strict=True)

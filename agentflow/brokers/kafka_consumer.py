@@ -388,7 +388,7 @@ class KafkaSubscription(Subscription):
         handed = tracker.track(offset, prior)
         part.dirty = True
         d = KafkaDelivery(self, part, record, headers, base + handed - 1)
-        if 0 < self.max_deliver < d.delivery_count and self._over_limit(d):
+        if self._over_limit(d):
             return None
         part.current[offset] = d
         self._deadlines.arm(d, now)

@@ -71,7 +71,7 @@ class PartitionTracker:
 
         ``prior`` is its ``prior_state`` when the caller looked it up already.
         """
-        if self._next is not None and offset < self._next:
+        if not self.is_new(offset):
             raise ValueError(f"offset {offset} is not past {self._next}")
         earlier = self.prior_state(offset) if prior is None else prior
         slot = _Slot(offset, max(earlier, 0) + 1)

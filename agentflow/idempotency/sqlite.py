@@ -203,15 +203,9 @@ class SqliteStore(IdempotencyStore):
                 if not batch:
                     continue
                 steps = [op[0] for op in batch]
-                quick = _run_quick(session.quick, steps)
+                quick = self._on_loop(session, steps)
                 if quick is not None:
                     outcomes, commits = quick, 1
-                    self.loop_transactions += 1
-                    session.since_checkpoint += 1
-                    if session.since_checkpoint >= _CHECKPOINT_EVERY:
-                        session.since_checkpoint = 0
-                        # Queued on the thread, not awaited: FIFO before any later batch.
-                        loop.run_in_executor(session.executor, _checkpoint, session.conn)
                 else:
                     try:
                         outcomes, commits = await loop.run_in_executor(
@@ -239,6 +233,19 @@ class SqliteStore(IdempotencyStore):
                 failure = RuntimeError(f"idempotency store {self.path!r} closed before the write")
                 failure.__cause__ = error
                 future.set_exception(failure)
+
+    def _on_loop(self, session: _Session, steps: list[_Step]) -> list[object] | None:
+        """The batch committed on the loop's thread, or None: the store thread must run it."""
+        outcomes = _run_quick(session.quick, steps)
+        if outcomes is None:
+            return None
+        self.loop_transactions += 1
+        session.since_checkpoint += 1
+        if session.since_checkpoint >= _CHECKPOINT_EVERY:
+            session.since_checkpoint = 0
+            # Queued on the thread, not awaited: FIFO before any later batch there.
+            asyncio.get_running_loop().run_in_executor(session.executor, _checkpoint, session.conn)
+        return outcomes
 
     async def claim(self, key: str, lease: float) -> Claim:
         """Claim ``key`` for ``lease`` seconds, atomically with the rest of its batch."""

@@ -99,14 +99,21 @@ def rows(keys: Sequence[str], expires: float | None) -> list[object]:
     return params
 
 
-@functools.lru_cache(maxsize=len(CHUNK_SIZES))
-def claim_sql(rows: int) -> str:
-    """The claim upsert for ``rows`` keys; its parameters: (key, expires) per row, now, now."""
-    values = ",".join([f"(?, {PENDING}, 1, ?)"] * rows)
+def _upsert(state: int, rows: int) -> str:
+    """``INSERT`` of ``rows`` (key, ``state``, 1, expires) rows, up to ``DO UPDATE SET``."""
+    values = ",".join([f"(?, {state}, 1, ?)"] * rows)
     return (
         f"INSERT INTO af_idempotency (key, state, attempts, expires) VALUES {values}"
         " ON CONFLICT (key) DO UPDATE SET"
-        f" attempts = CASE WHEN state = {DONE} THEN 1 ELSE attempts + 1 END,"
+    )
+
+
+@functools.lru_cache(maxsize=len(CHUNK_SIZES))
+def claim_sql(rows: int) -> str:
+    """The claim upsert for ``rows`` keys; its parameters: (key, expires) per row, now, now."""
+    return (
+        _upsert(PENDING, rows)
+        + f" attempts = CASE WHEN state = {DONE} THEN 1 ELSE attempts + 1 END,"
         f" state = {PENDING}, expires = excluded.expires"
         f" WHERE (state = {DONE} AND expires IS NOT NULL AND expires <= ?)"
         f" OR (state = {PENDING} AND (expires IS NULL OR expires <= ?))"
@@ -117,19 +124,15 @@ def claim_sql(rows: int) -> str:
 @functools.lru_cache(maxsize=len(CHUNK_SIZES))
 def complete_sql(rows: int) -> str:
     """The completion upsert for ``rows`` keys; its parameters: (key, expires) per row."""
-    values = ",".join([f"(?, {DONE}, 1, ?)"] * rows)
-    return (
-        f"INSERT INTO af_idempotency (key, state, attempts, expires) VALUES {values}"
-        " ON CONFLICT (key) DO UPDATE SET state = excluded.state, expires = excluded.expires"
-    )
+    return _upsert(DONE, rows) + " state = excluded.state, expires = excluded.expires"
 
 
 def row(conn: sqlite3.Connection, key: str) -> tuple[int, int, float | None] | None:
     """A key's stored (state, attempts, expires), or None."""
-    row: tuple[int, int, float | None] | None = conn.execute(
+    found: tuple[int, int, float | None] | None = conn.execute(
         "SELECT state, attempts, expires FROM af_idempotency WHERE key = ?", (key,)
     ).fetchone()
-    return row
+    return found
 
 
 def complete_all(
