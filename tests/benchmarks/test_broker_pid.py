@@ -5,13 +5,10 @@ from __future__ import annotations
 import os
 import socket
 
-import pytest
-
 from benchmarks.runner import broker_pid, process_cpu_seconds
 
 
 def test_broker_pid_is_the_process_listening_on_the_url_port() -> None:
-    pytest.importorskip("psutil", reason="psutil comes with the bench extra")
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
