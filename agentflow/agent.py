@@ -136,18 +136,28 @@ class PayloadDecoder:
 
     def __init__(self, input_type: Any) -> None:
         self.input_type = input_type
-        self._raw = input_type is bytes
+        # decode(payload): the input value; raises ``ValueError`` (pydantic's) on bad input.
+        # Bound once to the validator itself: it runs for every message.
+        self.decode: Callable[[bytes], Any]
         model = input_type if isinstance(input_type, type) else None
-        if model is not None and issubclass(model, pydantic.BaseModel):
-            self._validate: Callable[[bytes], Any] = model.model_validate_json
-        elif not self._raw:
-            self._validate = pydantic.TypeAdapter(input_type).validate_json
+        if input_type is bytes:
+            self.decode = _as_is
+        elif model is not None and issubclass(model, pydantic.BaseModel):
+            plain = getattr(model.model_validate_json, "__func__", None) is _VALIDATE_JSON
+            if plain and model.__pydantic_complete__:
+                # What model_validate_json calls, without its frame.
+                self.decode = model.__pydantic_validator__.validate_json
+            else:  # overridden, or not built yet: pydantic's own entry point
+                self.decode = model.model_validate_json
+        else:
+            self.decode = pydantic.TypeAdapter(input_type).validate_json
 
-    def decode(self, payload: bytes) -> Any:
-        """Decode and validate; raises ``ValueError`` (pydantic's) on bad input."""
-        if self._raw:
-            return payload
-        return self._validate(payload)
+
+def _as_is(payload: bytes) -> bytes:
+    return payload
+
+
+_VALIDATE_JSON = pydantic.BaseModel.model_validate_json.__func__  # type: ignore[attr-defined]
 
 
 def encode_payload(value: Any) -> bytes:
@@ -188,15 +198,19 @@ def field_path(payload: bytes, path: str) -> Any:
 
 
 _MODEL_DUMP_JSON = pydantic.BaseModel.model_dump_json
+# Model classes that keep pydantic's model_dump_json: serialised straight to bytes.
+_PLAIN_MODELS: set[type] = set()
 
 
 def encode_output(value: Any) -> bytes:
     """``encode_payload``, with pydantic models serialised straight to bytes (the same JSON as
     ``model_dump_json``, without its str round trip) unless the model overrides that."""
-    if isinstance(value, pydantic.BaseModel):
-        cls = type(value)
-        if cls.model_dump_json is _MODEL_DUMP_JSON:
-            return cls.__pydantic_serializer__.to_json(value)
+    cls = type(value)
+    if cls in _PLAIN_MODELS:  # known per class: no isinstance check per message
+        return cls.__pydantic_serializer__.to_json(value)  # type: ignore[no-any-return]
+    if isinstance(value, pydantic.BaseModel) and cls.model_dump_json is _MODEL_DUMP_JSON:
+        _PLAIN_MODELS.add(cls)
+        return cls.__pydantic_serializer__.to_json(value)  # type: ignore[no-any-return]
     return encode_payload(value)
 
 

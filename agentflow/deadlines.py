@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
 __all__ = ["Deadlines", "Resumed"]
@@ -38,10 +38,8 @@ class Deadlines:
         self._calls: deque[_Running] = deque()
         self._live = 0
         self._timer: asyncio.TimerHandle | None = None
-
-    def now(self) -> float:
-        """The loop clock, as :meth:`start` reads it."""
-        return self._loop.time()
+        # The loop clock, as :meth:`start` reads it (read once per call: no wrapper).
+        self.now: Callable[[], float] = loop.time
 
     def start(self, task: asyncio.Task[Any], started: float | None = None) -> _Running:
         """Start timing a call made by ``task`` (that started at loop time ``started``)."""

@@ -214,15 +214,22 @@ class Processor:
                         await self._settle([f])
                     return
                 refused = exc
+            errors: list[Exception | None]
             if refused is None:
                 self.stats.published += len(out)
-            failed = await self._complete_claims(batch) if refused is None else {}
-            for f in batch:
+                failed = await self._complete_claims(batch)
+                errors = [failed.get(f.claim_key) if f.claim_key else None for f in batch]
+            else:
+                errors = [refused] * len(batch)
+            # The inputs whose outputs and claims are done are acked together.
+            acking = [f.d for f, error in zip(batch, errors, strict=True) if error is None]
+            ack_errors = iter(await self._ack_many(acking))
+            for f, error in zip(batch, errors, strict=True):
                 settled += 1
                 try:
-                    error = refused or (failed.get(f.claim_key) if f.claim_key else None)
                     if error is None:
-                        await f.d.ack()
+                        error = next(ack_errors)
+                    if error is None:
                         self.stats.succeeded += 1
                     else:
                         await self._failed(f.d, error, f.attempt, f.claim_key)
@@ -234,6 +241,16 @@ class Processor:
         except asyncio.CancelledError:
             await asyncio.shield(self._abandon(batch[settled:]))
             raise
+
+    @staticmethod
+    async def _ack_many(deliveries: list[Delivery]) -> list[Exception | None]:
+        """Ack deliveries (of this agent's one subscription) at once; per delivery, its error."""
+        if not deliveries:
+            return []
+        try:
+            return await type(deliveries[0]).ack_many(deliveries)
+        except Exception as exc:
+            return [exc] * len(deliveries)
 
     async def _complete_claims(self, batch: list[_Finished]) -> dict[str, Exception]:
         """Complete the claims of a published batch at once; the keys that failed, and why."""
@@ -339,13 +356,14 @@ class Processor:
         pending: Sequence[PendingOutput],
         result: Any,
     ) -> list[OutMessage]:
-        items: list[tuple[str | None, Any, str | None, dict[str, str] | None]] = [
-            (None, r, key, None) for r in outputs_of(result)
-        ]
-        if pending:
-            items[:0] = [(p.topic, p.payload, p.key, p.headers) for p in pending]
-        elif not items:
+        items: list[tuple[str | None, Any, str | None, dict[str, str] | None]]
+        if pending or isinstance(result, list | tuple):
+            items = [(p.topic, p.payload, p.key, p.headers) for p in pending]
+            items += [(None, r, key, None) for r in outputs_of(result)]
+        elif result is None:
             return []
+        else:  # the usual single return value
+            items = [(None, result, key, None)]
         agent = self.spec.name
         static = self._static_targets
         ts = envelope.now_ms()

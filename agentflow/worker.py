@@ -193,7 +193,8 @@ class AgentWorker:
                 return
             self._lanes[key] = deque()
         self._ready.append((d, key, env))
-        self._wake()
+        if not self._wake_pending:
+            self._wake()
 
     def _wake(self) -> None:
         """Make sure queued work finds a runner: decided once the current step yields."""
@@ -225,18 +226,21 @@ class AgentWorker:
         deadlines = self._deadlines
         ready = self._ready
         claimed = self._claimed
+        limit = self.spec.concurrency  # of taken deliveries (as _can_take, inlined: per message)
         try:
-            while (claimed or (ready and self._can_take())) and not self._stopping:
+            while not self._stopping:
                 prepared: Prepared | None = None
                 if claimed:
                     d, key, prepared = claimed.popleft()
                     env: Decoded | None = None
+                elif not ready or self._taken >= limit:
+                    break
                 elif self._claim_ahead:
                     await self._claim_group()
                     continue
                 else:
                     d, key, env = ready.popleft()
-                if claimed or (ready and self._can_take()):
+                if (claimed or (ready and self._taken < limit)) and not self._wake_pending:
                     self._wake()  # more waiting: maybe another runner, if this one waits
                 settled = True
                 try:

@@ -88,6 +88,22 @@ class Delivery(abc.ABC):
     async def ack(self) -> None:
         """Mark the message done for this group."""
 
+    @classmethod
+    async def ack_many(cls, deliveries: Sequence[Delivery]) -> list[Exception | None]:
+        """Ack deliveries of one subscription; per delivery, the error of its ack or None.
+
+        A broker whose ack is bookkeeping (Kafka) overrides this to do it once per batch.
+        """
+        errors: list[Exception | None] = []
+        for d in deliveries:
+            try:
+                await d.ack()
+            except Exception as exc:
+                errors.append(exc)
+            else:
+                errors.append(None)
+        return errors
+
     @abc.abstractmethod
     async def nak(self, delay: float = 0.0) -> None:
         """Redeliver the message after ``delay`` seconds."""

@@ -170,7 +170,7 @@ class KafkaBroker(Broker):
             # has is a legal name, so neither validation nor creation is needed.
             await self.publisher.publish(messages)
             return
-        topics = list(dict.fromkeys(m.topic for m in messages))
+        topics = list({m.topic: None for m in messages})
         for topic in topics:
             try:
                 validate_topic(topic)

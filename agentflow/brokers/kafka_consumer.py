@@ -28,6 +28,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from agentflow import _native
 from agentflow.brokers.base import BrokerError, Delivery, Subscription
 from agentflow.brokers.kafka_attempts import DONE, decode
 from agentflow.brokers.kafka_config import KafkaSettings
@@ -332,14 +333,15 @@ class KafkaSubscription(Subscription):
         for part in parts:
             tracker = part.tracker
             assert tracker is not None
+            prior, tier = tracker.has_prior, part.tier
             while part.buffer and len(out) < limit:
-                state = tracker.prior_state(part.buffer[0].offset)
+                state = tracker.prior_state(part.buffer[0].offset) if prior else 0
                 if state == DONE:
                     self._admit(part, part.buffer.popleft(), now, state)  # finished: skipped
                     continue
                 if alone:
                     break
-                due = self._not_due(part, now_ms)
+                due = self._not_due(part, now_ms) if tier else None
                 if due is not None:
                     wait = min(wait, (due - now_ms) / 1000)
                     break
@@ -369,7 +371,7 @@ class KafkaSubscription(Subscription):
         offset = record.offset
         if not tracker.is_new(offset):
             return None  # refetched after a pause/seek: already tracked
-        headers = decode_headers(record)
+        headers = _native.kafka_header_dict(record.headers)  # decode_headers, per message
         skip = prior == DONE  # finished before the last owner died
         if part.tier:
             group = headers.get(RETRY_GROUP)
@@ -388,7 +390,7 @@ class KafkaSubscription(Subscription):
         handed = tracker.track(offset, prior)
         part.dirty = True
         d = KafkaDelivery(self, part, record, headers, base + handed - 1)
-        if self._over_limit(d):
+        if 0 < self.max_deliver < d.delivery_count and self._over_limit(d):
             return None
         part.current[offset] = d
         self._deadlines.arm(d, now)
@@ -410,6 +412,13 @@ class KafkaSubscription(Subscription):
 
     # -- outcomes ----------------------------------------------------------------------------
     def _close_slot(self, d: KafkaDelivery) -> None:
+        self._free_slot(d)
+        self._changed.set()
+        self._room.set()
+
+    @staticmethod
+    def _free_slot(d: KafkaDelivery) -> None:
+        """``d``'s offset is done (the caller wakes the poll loop and fetchers)."""
         part = d.part
         d.finished = True
         current = part.current.pop(d.offset, None)
@@ -417,8 +426,6 @@ class KafkaSubscription(Subscription):
             current.finished = True
         if part.tracker is not None and part.tracker.done(d.offset):
             part.dirty = True
-        self._changed.set()
-        self._room.set()
 
     def finish(self, d: KafkaDelivery, *, acked: bool) -> None:
         """Ack or term: the offset is done (a no-op for stale or finished deliveries)."""
@@ -430,6 +437,24 @@ class KafkaSubscription(Subscription):
             # published again) is then skipped by this group: consumer-side dedup.
             self.acked_ids.add(mid)
         self._close_slot(d)
+
+    def finish_acked(self, deliveries: list[KafkaDelivery]) -> None:
+        """Acks of a batch, as ``finish`` each, with one clock reading and one wake-up."""
+        ids: list[str] = []
+        freed = False
+        for d in deliveries:
+            if d.finished or not d.part.live:
+                continue
+            mid = d.headers.get("af-id")
+            if mid:
+                ids.append(mid)
+            self._free_slot(d)
+            freed = True
+        if ids:
+            self.acked_ids.add_all(ids)
+        if freed:
+            self._changed.set()
+            self._room.set()
 
     async def nak(self, d: KafkaDelivery, delay: float) -> None:
         """Copy the record to its retry tier with attempt + 1 and a not-before, then finish."""

@@ -22,7 +22,8 @@ __all__ = ["AckDeadlines"]
 
 def _moot(d: KafkaDelivery) -> bool:
     """Nothing to enforce any more: finished, handed out again, or its partition is leaving."""
-    return d.finished or d.superseded or d.stale or d.part.revoking
+    part = d.part
+    return d.finished or d.superseded or not part.live or part.revoking
 
 
 class AckDeadlines:

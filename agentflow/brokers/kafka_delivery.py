@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from agentflow import _native
@@ -70,7 +71,8 @@ class KafkaDelivery(Delivery):
         delivery_count: int,
     ) -> None:
         self._sub = sub
-        self._part = part
+        # The partition state this delivery belongs to (an attribute: read per message).
+        self.part = part
         self.record = record
         # Offset of the record in its (possibly retry-tier) partition.
         self.offset: int = record.offset
@@ -96,11 +98,6 @@ class KafkaDelivery(Delivery):
         self.deadline = float("inf")  # set when the subscription arms it at hand-out
 
     @property
-    def part(self) -> Part:
-        """The partition state this delivery belongs to."""
-        return self._part
-
-    @property
     def position(self) -> dict[str, str]:
         """Where the original record lives: topic, partition and offset."""
         topic, partition, offset = self.origin
@@ -115,7 +112,7 @@ class KafkaDelivery(Delivery):
     @property
     def stale(self) -> bool:
         """True once the partition was revoked or the subscription closed."""
-        return not self._part.live
+        return not self.part.live
 
     def touch(self) -> None:
         """Restart the ack deadline."""
@@ -125,6 +122,21 @@ class KafkaDelivery(Delivery):
     async def ack(self) -> None:
         """Mark the record done; the next commit may move past it."""
         self._sub.finish(self, acked=True)
+
+    @classmethod
+    async def ack_many(cls, deliveries: Sequence[Delivery]) -> list[Exception | None]:
+        """Ack a batch with one pass of bookkeeping per subscription (these acks never fail)."""
+        by_sub: dict[KafkaSubscription, list[KafkaDelivery]] = {}
+        for d in deliveries:
+            # Only this class's deliveries come here (one subscription's, by contract).
+            sub: KafkaSubscription = d._sub  # type: ignore[attr-defined]
+            batch = by_sub.get(sub)
+            if batch is None:
+                batch = by_sub[sub] = []
+            batch.append(d)  # type: ignore[arg-type]
+        for sub, batch in by_sub.items():
+            sub.finish_acked(batch)
+        return [None] * len(deliveries)
 
     async def term(self) -> None:
         """Mark the record done without a retry (its dead-letter copy was published)."""

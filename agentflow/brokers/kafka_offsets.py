@@ -39,6 +39,8 @@ class PartitionTracker:
         self._next: int | None = None
         self._prior = list(prior or [])
         self._prior_starts = [r.start for r in self._prior]
+        # Whether the previous owner left a record to look up (rarely: a crash or handover).
+        self.has_prior = bool(self._prior_starts)
         self._in_flight = 0
 
     # -- what the previous owner left --------------------------------------------------------
@@ -71,10 +73,10 @@ class PartitionTracker:
 
         ``prior`` is its ``prior_state`` when the caller looked it up already.
         """
-        if not self.is_new(offset):
+        if self._next is not None and offset < self._next:  # is_new, inlined: per message
             raise ValueError(f"offset {offset} is not past {self._next}")
         earlier = self.prior_state(offset) if prior is None else prior
-        slot = _Slot(offset, max(earlier, 0) + 1)
+        slot = _Slot(offset, earlier + 1 if earlier > 0 else 1)
         self._window.append(slot)
         self._slots[offset] = slot
         self._next = offset + 1

@@ -72,11 +72,6 @@ def _record_size(value: bytes, key: bytes | None, headers: list[tuple[str, bytes
     return size
 
 
-def _size_bound(value: bytes, key: bytes | None, header_size: int) -> int:
-    """A cheap upper bound of ``_record_size`` (batch header and varints included)."""
-    return 128 + len(value) + (len(key) if key is not None else 0) + header_size
-
-
 class Publisher:
     """An idempotent aiokafka producer with batch publish, size checks and a dedup window."""
 
@@ -116,7 +111,9 @@ class Publisher:
     ) -> list[tuple[str, bytes]]:
         """A record's Kafka header pairs, once it is known to fit ``max_request_size``."""
         pairs, header_size = _native.kafka_headers(headers)
-        if _size_bound(value, key, header_size) > self.settings.max_request_size:
+        # A cheap upper bound of _record_size: 128 covers the batch header and the varints.
+        bound = 128 + len(value) + (len(key) if key is not None else 0) + header_size
+        if bound > self.settings.max_request_size:
             self._check_size(topic, _record_size(value, key, pairs))
         return pairs
 

@@ -320,6 +320,7 @@ def test_recent_ids_window() -> None:
 
 class _Part:
     revoking = False
+    live = True
 
 
 class _Delivery:
@@ -329,7 +330,7 @@ class _Delivery:
 
     def __init__(self, name: str, ack_wait: float) -> None:
         self.name, self.ack_wait = name, ack_wait
-        self.finished = self.superseded = self.stale = False
+        self.finished = self.superseded = False
         self.part = _Part()
         self.deadline = 0.0
 
@@ -365,3 +366,44 @@ def test_ack_deadlines_off_when_ack_wait_is_zero() -> None:
     deadlines = AckDeadlines(0)
     deadlines.arm(_Delivery("x", 0))  # type: ignore[arg-type]
     assert deadlines.expired(1e9) == [] and not deadlines._armed
+
+
+async def test_a_batch_of_acks_finishes_each_offset_and_remembers_each_id_once() -> None:
+    from types import SimpleNamespace
+
+    from agentflow.brokers.kafka_consumer import KafkaSubscription
+    from agentflow.brokers.kafka_delivery import KafkaDelivery, Part
+
+    broker = SimpleNamespace(settings=parse_kafka_url("kafka://127.0.0.1:9092", env={}))
+    sub = KafkaSubscription(
+        broker,  # type: ignore[arg-type]
+        consumer=None,
+        group="g",
+        ack_wait=30.0,
+        max_in_flight=10,
+        max_deliver=5,
+    )
+    live, gone = (
+        Part(SimpleNamespace(topic="t", partition=0)),
+        Part(SimpleNamespace(topic="t", partition=1)),
+    )
+    out: list[KafkaDelivery] = []
+    for part in (live, gone):
+        part.tracker = PartitionTracker()
+        for offset in range(3):
+            headers = [("af-id", f"{part.tp.partition}-{offset}".encode())]
+            record = SimpleNamespace(
+                offset=offset, partition=part.tp.partition, key=None, value=b"{}", headers=headers
+            )
+            d = sub._admit(part, record, 0.0, 0)
+            assert d is not None
+            out.append(d)
+    await out[1].ack()  # acked alone before the batch: the batch leaves it as it is
+    gone.live = False  # revoked: its deliveries are stale, their acks do nothing
+    assert await KafkaDelivery.ack_many(out) == [None] * 6
+    assert live.tracker is not None and gone.tracker is not None
+    assert live.tracker.commit_offset() == 3 and live.tracker.in_flight == 0
+    assert gone.tracker.commit_offset() == 0 and gone.tracker.in_flight == 3
+    assert all(d.finished for d in out[:3]) and not any(d.finished for d in out[3:])
+    assert [i for i in ("0-0", "0-1", "0-2", "1-0") if i in sub.acked_ids] == ["0-0", "0-1", "0-2"]
+    assert not live.current, "no delivery is held for a finished offset"
