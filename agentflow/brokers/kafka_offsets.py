@@ -128,14 +128,20 @@ class PartitionTracker:
     def runs(self) -> list[Run]:
         """The attempt record above the commit point: tracked slots, then untouched prior runs."""
         out: list[Run] = []
+        # Runs are built from plain numbers and made once each: this walks every slot in
+        # flight, before every hand-out.
+        start = end = run_state = 0
         for slot in self._window:
             state = DONE if slot.done else slot.attempts
             if state == 0:
                 continue
-            if out and out[-1].state == state:
-                out[-1] = Run(out[-1].start, slot.offset, state)
-            else:
-                out.append(Run(slot.offset, slot.offset, state))
+            if state != run_state:
+                if run_state:
+                    out.append(Run(start, end, run_state))
+                start, run_state = slot.offset, state
+            end = slot.offset
+        if run_state:
+            out.append(Run(start, end, run_state))
         if self._next is not None:
             for run in self._prior:
                 if run.end < self._next:
