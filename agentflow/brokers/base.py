@@ -67,6 +67,9 @@ class StoredMessage:
 class Delivery(abc.ABC):
     """One delivery of a message to a subscriber."""
 
+    # No instance dict here: a broker's delivery class may use __slots__ (one per message).
+    __slots__ = ()
+
     topic: str
     payload: bytes
     headers: dict[str, str]

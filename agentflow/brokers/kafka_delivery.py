@@ -59,8 +59,29 @@ class Part:
         return sum(1 for d in self.current.values() if d.returned and not d.finished)
 
 
+_NEVER = float("inf")
+
+
 class KafkaDelivery(Delivery):
     """A record of a partition (or of a retry tier, shown under its original topic)."""
+
+    __slots__ = (
+        "_sub",
+        "deadline",
+        "delivery_count",
+        "finished",
+        "headers",
+        "key",
+        "offset",
+        "origin",
+        "part",
+        "payload",
+        "raw_headers",
+        "record",
+        "returned",
+        "superseded",
+        "topic",
+    )
 
     def __init__(
         self,
@@ -95,7 +116,7 @@ class KafkaDelivery(Delivery):
         self.returned = False
         self.finished = False
         self.superseded = False
-        self.deadline = float("inf")  # set when the subscription arms it at hand-out
+        self.deadline = _NEVER  # set when the subscription arms it at hand-out
 
     @property
     def position(self) -> dict[str, str]:

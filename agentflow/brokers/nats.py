@@ -54,7 +54,20 @@ _HANDBACK_SLACK = 10
 class NatsDelivery(Delivery):
     """One JetStream message handed to a subscriber."""
 
-    __slots__ = ("_free", "_msg", "_num_delivered", "_owner", "_position", "_settled", "suspect")
+    __slots__ = (
+        "_free",
+        "_msg",
+        "_num_delivered",
+        "_owner",
+        "_position",
+        "_settled",
+        "delivery_count",
+        "headers",
+        "key",
+        "payload",
+        "suspect",
+        "topic",
+    )
 
     def __init__(
         self,
