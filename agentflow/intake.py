@@ -61,6 +61,7 @@ class Intake:
         self.spec = spec
         self.claims = claims and spec.uses_idempotency
         self.decoder = PayloadDecoder(input_type_of(spec.handler, spec.localns))
+        self._prefix = f"{spec.name}:"  # of every claim key: keys are namespaced by agent
         # Native header decode (and the idempotency key when it is a payload field path).
         key_path = spec.idempotency_key if isinstance(spec.idempotency_key, str) else None
         try:
@@ -89,25 +90,28 @@ class Intake:
                 raise DeadLetter(envelope.REASON_INVALID_PAYLOAD, describe_invalid(exc)) from exc
             claim_key: str | None = None
             if self.claims:
-                claim_key = f"{self.spec.name}:{self._idempotency_key(d, message_id, key)}"
+                claim_key = self._prefix + self._idempotency_key(d, message_id, key)
         except Exception as exc:  # dead-lettered, or retried (a failing key function)
             return Prepared(exc)
         return Prepared(None, message_id, key, env_correlation or message_id, value, claim_key)
 
     def _idempotency_key(self, d: Delivery, message_id: str, key: str | None) -> str:
         spec_key = self.spec.idempotency_key
-        if spec_key is None:
-            return message_id
         found: Any
-        if callable(spec_key):
-            found = spec_key(d.payload, d.headers, key, d.topic)
-        elif self.native_key:
+        if self.native_key:  # the usual case first: a payload field read natively
             try:
-                native = self.plan.key_of(d.payload)
+                found = self.plan.key_of(d.payload)
             except ValueError:
-                native = None  # not JSON: no key (as the Python reader)
+                found = None  # not JSON: no key (as the Python reader)
+            if type(found) is str and found:
+                return found
             # A non-string, non-integer value comes back as its JSON; render it as Python did.
-            found = orjson.loads(native) if isinstance(native, bytes) else native
+            if isinstance(found, bytes):
+                found = orjson.loads(found)
+        elif spec_key is None:
+            return message_id
+        elif callable(spec_key):
+            found = spec_key(d.payload, d.headers, key, d.topic)
         else:
             found = field_path(d.payload, spec_key)
         if found is None or found == "":

@@ -24,6 +24,7 @@ __all__ = [
 
 PENDING = 0
 DONE = 1
+FIRST_CLAIM = Claim(ClaimState.ACQUIRED, 1)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS af_idempotency (
@@ -66,7 +67,9 @@ def claim_all(
     out: list[Claim] = []
     for key in keys:
         attempts = acquired.get(key)
-        if attempts is not None:
+        if attempts == 1:
+            out.append(FIRST_CLAIM)  # the usual case; claims are frozen, so one serves all
+        elif attempts is not None:
             out.append(Claim(ClaimState.ACQUIRED, attempts))
         else:  # not acquirable at ``now``: completed or leased
             out.append(decide(row(conn, key), now))
@@ -169,12 +172,12 @@ def forget(conn: sqlite3.Connection, key: str) -> None:
 def decide(row: tuple[int, int, float | None] | None, now: float) -> Claim:
     """The outcome of a claim given the key's stored row."""
     if row is None:
-        return Claim(ClaimState.ACQUIRED, 1)
+        return FIRST_CLAIM
     state, attempts, expires = row
     if state == DONE:
         if expires is None or expires > now:
             return Claim(ClaimState.COMPLETED, attempts)
-        return Claim(ClaimState.ACQUIRED, 1)  # completion expired: the key is new again
+        return FIRST_CLAIM  # completion expired: the key is new again
     if expires is not None and expires > now:
         return Claim(ClaimState.BUSY, attempts)
     return Claim(ClaimState.ACQUIRED, attempts + 1)
