@@ -407,15 +407,10 @@ class KafkaSubscription(Subscription):
             d.delivery_count - 1,
             self.max_deliver,
         )
-        self._close_slot(d)
+        self.finish_many([d], acked=False)
         return True
 
     # -- outcomes ----------------------------------------------------------------------------
-    def _close_slot(self, d: KafkaDelivery) -> None:
-        self._free_slot(d)
-        self._changed.set()
-        self._room.set()
-
     @staticmethod
     def _free_slot(d: KafkaDelivery) -> None:
         """``d``'s offset is done (the caller wakes the poll loop and fetchers)."""
@@ -429,28 +424,23 @@ class KafkaSubscription(Subscription):
 
     def finish(self, d: KafkaDelivery, *, acked: bool) -> None:
         """Ack or term: the offset is done (a no-op for stale or finished deliveries)."""
-        if d.finished or d.stale:
-            return
-        mid = d.headers.get("af-id")
-        if acked and mid:
-            # A later copy of this id on the topic (a producer that died before its ack and
-            # published again) is then skipped by this group: consumer-side dedup.
-            self.acked_ids.add(mid)
-        self._close_slot(d)
+        self.finish_many([d], acked=acked)
 
-    def finish_acked(self, deliveries: list[KafkaDelivery]) -> None:
-        """Acks of a batch, as ``finish`` each, with one clock reading and one wake-up."""
+    def finish_many(self, deliveries: list[KafkaDelivery], *, acked: bool = True) -> None:
+        """``finish`` each delivery, with one clock reading and one wake-up for all."""
         ids: list[str] = []
         freed = False
         for d in deliveries:
-            if d.finished or not d.part.live:
+            if d.finished or not d.part.live:  # finished, or stale
                 continue
             mid = d.headers.get("af-id")
-            if mid:
+            if acked and mid:
                 ids.append(mid)
             self._free_slot(d)
             freed = True
         if ids:
+            # A later copy of such an id on the topic (a producer that died before its ack
+            # and published again) is then skipped by this group: consumer-side dedup.
             self.acked_ids.add_all(ids)
         if freed:
             self._changed.set()
@@ -474,7 +464,8 @@ class KafkaSubscription(Subscription):
             await self.broker.publisher.send_copy(target, d.payload, d.record.key, headers)
         except Exception as exc:
             raise BrokerError(f"cannot write the retry copy to {target!r}: {exc}") from exc
-        self._close_slot(d)
+        # Not if an ack came in the meantime, or the partition left: nothing is left to close.
+        self.finish_many([d], acked=False)
         await self.settle(d)
 
     async def settle(self, d: KafkaDelivery) -> None:

@@ -156,7 +156,7 @@ class KafkaDelivery(Delivery):
                 batch = by_sub[sub] = []
             batch.append(d)  # type: ignore[arg-type]
         for sub, batch in by_sub.items():
-            sub.finish_acked(batch)
+            sub.finish_many(batch)
         return [None] * len(deliveries)
 
     async def term(self) -> None:
