@@ -114,9 +114,7 @@ async def test_publish_many_keeps_order_and_returns_after_all_acks(
     assert elapsed < 10, f"publishing {n} took {elapsed:.1f}s"
 
 
-async def test_a_publish_goes_out_in_window_sized_writes(
-    nats_url: str, subject: Subject
-) -> None:
+async def test_a_publish_goes_out_in_window_sized_writes(nats_url: str, subject: Subject) -> None:
     narrow = NatsBroker(f"{nats_url}?publish_window=64")
     await narrow.connect()
     nc = narrow.nc

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from agentflow import App, ConfigError
+from agentflow.app import GC_YOUNG_THRESHOLD
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,12 +68,13 @@ def test_unresolvable_input_annotation_is_a_clear_error() -> None:
             return None
 
 
-async def test_start_freezes_the_cycle_collector_unless_told_not_to() -> None:
+async def test_start_tunes_the_cycle_collector_unless_told_not_to() -> None:
     import gc
 
     gc.unfreeze()
+    before = gc.get_threshold()
     try:
-        quiet = App("nofreeze", freeze_gc=False)
+        quiet = App("nofreeze", tune_gc=False)
 
         @quiet.agent("gc.in")
         async def a(msg: dict[str, int]) -> None:
@@ -80,6 +82,7 @@ async def test_start_freezes_the_cycle_collector_unless_told_not_to() -> None:
 
         async with quiet:
             assert gc.get_freeze_count() == 0
+            assert gc.get_threshold() == before
         app = App("freezes")
 
         @app.agent("gc.in")
@@ -88,5 +91,9 @@ async def test_start_freezes_the_cycle_collector_unless_told_not_to() -> None:
 
         async with app:
             assert gc.get_freeze_count() > 0, "start-up objects moved out of the collector"
+            assert gc.get_threshold()[0] == max(before[0], GC_YOUNG_THRESHOLD)
+            assert gc.get_threshold()[1:] == before[1:]
+        assert gc.get_threshold() == before, "the thresholds are given back on stop"
     finally:
         gc.unfreeze()
+        gc.set_threshold(*before)
