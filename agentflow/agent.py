@@ -179,7 +179,7 @@ def outputs_of(result: Any) -> list[Any]:
     """A handler's return value as a list of outputs (None -> none, list -> fan-out)."""
     if result is None:
         return []
-    if isinstance(result, list | tuple):
+    if isinstance(result, (list, tuple)):  # a tuple of types: `list | tuple` is built per call
         return [r for r in result if r is not None]
     return [result]
 

@@ -79,7 +79,7 @@ class Intake:
                     decoded = self.plan.decode(d.headers)
                 except (ValueError, TypeError) as exc:
                     decoded = exc
-            if isinstance(decoded, ValueError | TypeError):
+            if not isinstance(decoded, tuple):  # the ValueError/TypeError of garbled headers
                 raise DeadLetter(envelope.REASON_INVALID_HEADERS, decoded)
             env_id, env_key, _, env_correlation = decoded
             message_id = env_id or d.fallback_id

@@ -35,6 +35,8 @@ log = logging.getLogger("agentflow.pipeline")
 
 # A key held by another worker is retried after this long (the other worker may still finish).
 BUSY_DELAY = 1.0
+# A handler result of these types is several outputs (a tuple, not `list | tuple`: per message).
+_FAN_OUT = (list, tuple)
 
 
 class _Finished:
@@ -356,39 +358,52 @@ class Processor:
         pending: Sequence[PendingOutput],
         result: Any,
     ) -> list[OutMessage]:
-        items: list[tuple[str | None, Any, str | None, dict[str, str] | None]]
-        if pending or isinstance(result, list | tuple):
-            items = [(p.topic, p.payload, p.key, p.headers) for p in pending]
-            items += [(None, r, key, None) for r in outputs_of(result)]
-        elif result is None:
-            return []
-        else:  # the usual single return value
-            items = [(None, result, key, None)]
-        agent = self.spec.name
-        static = self._static_targets
         ts = envelope.now_ms()
         out: list[OutMessage] = []
-        for topic, value, out_key, headers in items:
-            payload = encode_output(value)
-            if topic is not None:
-                topics = [topic]
-            else:
-                topics = static if static is not None else self._targets(d, payload, out_key)
-            content_type = envelope.OCTET_STREAM if isinstance(value, bytes) else envelope.JSON
-            for target in topics:
-                out_headers = _native.output_headers(
-                    message_id,
-                    agent,
-                    len(out),
-                    out_key,
-                    correlation,
-                    ts,
-                    content_type,
-                    d.headers,
-                    headers,
-                )
-                out.append(OutMessage(target, payload, out_headers, out_key))
+        if not pending and not isinstance(result, _FAN_OUT):
+            # The usual single return value (or None): no list of items to build.
+            if result is not None:
+                self._emit(d, correlation, message_id, ts, None, result, key, None, out)
+            return out
+        for p in pending:
+            self._emit(d, correlation, message_id, ts, p.topic, p.payload, p.key, p.headers, out)
+        for value in outputs_of(result):
+            self._emit(d, correlation, message_id, ts, None, value, key, None, out)
         return out
+
+    def _emit(
+        self,
+        d: Delivery,
+        correlation: str,
+        message_id: str,
+        ts: int,
+        topic: str | None,
+        value: Any,
+        out_key: str | None,
+        headers: dict[str, str] | None,
+        out: list[OutMessage],
+    ) -> None:
+        """Append the messages of one output value (one per target topic) to ``out``."""
+        payload = encode_output(value)
+        if topic is not None:
+            topics = [topic]
+        else:
+            static = self._static_targets
+            topics = static if static is not None else self._targets(d, payload, out_key)
+        content_type = envelope.OCTET_STREAM if isinstance(value, bytes) else envelope.JSON
+        for target in topics:
+            out_headers = _native.output_headers(
+                message_id,
+                self.spec.name,
+                len(out),
+                out_key,
+                correlation,
+                ts,
+                content_type,
+                d.headers,
+                headers,
+            )
+            out.append(OutMessage(target, payload, out_headers, out_key))
 
     def _targets(self, d: Delivery, payload: bytes, key: str | None) -> list[str]:
         assert self.spec.route is not None  # static targets are taken without a call
