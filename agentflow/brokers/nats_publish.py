@@ -32,7 +32,7 @@ from nats.js.errors import APIError
 
 from agentflow.brokers.base import BrokerError, OutMessage, PublishError
 from agentflow.brokers.nats_streams import StreamMapper, validate_subject
-from agentflow.brokers.nats_wire import encode_headers, pub_command, send_commands
+from agentflow.brokers.nats_wire import encode_headers, pub_command, route_plain, send_commands
 
 log = logging.getLogger("agentflow.brokers.nats")
 
@@ -118,6 +118,9 @@ class Publisher:
         """Subscribe to the reply inbox (nats-py re-subscribes it after a reconnect)."""
         self._prefix = self._nc.new_inbox()
         self._sub = await self._nc.subscribe(f"{self._prefix}.*", cb=self._on_reply)
+        # PubAcks come without headers: resolved straight from the parser (errors with a
+        # status header still arrive through _on_reply).
+        route_plain(self._nc, self._sub._id, self._on_plain_reply)
         self._sweeper = asyncio.create_task(self._sweep())
 
     async def stop(self) -> None:
@@ -130,6 +133,7 @@ class Publisher:
                 fut.set_exception(PublishError("NATS connection closed before the PubAck"))
         self._waiting.clear()
         if self._sub is not None:
+            route_plain(self._nc, self._sub._id, None)
             try:
                 await self._sub.unsubscribe()
             except nats.errors.Error:
@@ -151,20 +155,28 @@ class Publisher:
 
     async def _on_reply(self, msg: Msg) -> None:
         """Resolve the future of the message this PubAck (or error) answers."""
-        entry = self._waiting.pop(msg.subject[len(self._prefix) + 1 :], None)
+        status = msg.headers.get("Status") if msg.headers else None
+        self._resolve(msg.subject[len(self._prefix) + 1 :], msg.data, status)
+
+    def _on_plain_reply(self, subject: bytes, data: bytes) -> None:
+        """``_on_reply`` for a header-less reply, handed over by the parser (see route_plain)."""
+        self._resolve(subject[len(self._prefix) + 1 :].decode(), data, None)
+
+    def _resolve(self, token: str, data: bytes, status: str | None) -> None:
+        entry = self._waiting.pop(token, None)
         if entry is None or entry[0].done():
             return
         fut = entry[0]
-        if msg.headers and msg.headers.get("Status") == "503":
+        if status == "503":
             fut.set_exception(_NoStream())
             return
         try:
-            resp = orjson.loads(msg.data)
+            resp = orjson.loads(data)
         except orjson.JSONDecodeError:
-            fut.set_exception(PublishError(f"unreadable PubAck {msg.data[:100]!r}"))
+            fut.set_exception(PublishError(f"unreadable PubAck {data[:100]!r}"))
             return
         if not isinstance(resp, dict):
-            fut.set_exception(PublishError(f"unreadable PubAck {msg.data[:100]!r}"))
+            fut.set_exception(PublishError(f"unreadable PubAck {data[:100]!r}"))
             return
         error = resp.get("error")
         if error:

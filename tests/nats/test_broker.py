@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import nats.errors
 import pytest
+from nats.aio.msg import Msg
 from nats.js import api
 from nats.js.errors import APIError, NotFoundError
 
@@ -138,6 +139,39 @@ async def test_a_publish_goes_out_in_window_sized_writes(nats_url: str, subject:
         assert [int(d.payload) for d in got] == list(range(300))
     finally:
         await narrow.close()
+
+
+async def test_pubacks_skip_nats_py_queue_but_a_status_reply_still_arrives(
+    nats_url: str, subject: Subject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agentflow.brokers.nats_publish import Publisher
+
+    slow: list[bytes | None] = []  # replies that took nats-py's Msg + queue + callback path
+    original = Publisher._on_reply
+
+    async def counting(self: Publisher, reply: Msg) -> None:
+        slow.append(reply.headers.get("Status") if reply.headers else None)
+        await original(self, reply)
+
+    monkeypatch.setattr(Publisher, "_on_reply", counting)
+    b = NatsBroker(nats_url)
+    await b.connect()
+    try:
+        topic = subject("routed")
+        await b.ensure_topics([topic])
+        await b.publish([msg(topic, str(i)) for i in range(20)])
+        assert slow == [], "plain PubAcks are resolved from the parser"
+        # The stream vanishes behind the broker's back: the server answers the next publish
+        # with a 503 status (a header block), which must still reach the publisher.
+        js = b.nc.jetstream()
+        await js.delete_stream(await js.find_stream_name_by_subject(topic))
+        await b.publish([msg(topic, "after")])
+        assert "503" in slow, slow
+        sub = await sub_of(b, topic)
+        got = await drain(sub, 1)
+        assert [d.payload for d in got] == [b"after"]
+    finally:
+        await b.close()
 
 
 async def test_competing_consumers_share_a_group_and_groups_see_everything(
