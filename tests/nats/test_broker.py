@@ -146,7 +146,7 @@ async def test_pubacks_skip_nats_py_queue_but_a_status_reply_still_arrives(
 ) -> None:
     from agentflow.brokers.nats_publish import Publisher
 
-    slow: list[bytes | None] = []  # replies that took nats-py's Msg + queue + callback path
+    slow: list[str | None] = []  # replies that took nats-py's Msg + queue + callback path
     original = Publisher._on_reply
 
     async def counting(self: Publisher, reply: Msg) -> None:
