@@ -33,6 +33,10 @@ class Claim:
     attempts: int
 
 
+# The usual claim outcome; claims are frozen, so one object serves every store and call.
+FIRST_CLAIM = Claim(ClaimState.ACQUIRED, 1)
+
+
 class IdempotencyStore(abc.ABC):
     """Where agents record which idempotency keys are in progress or done.
 

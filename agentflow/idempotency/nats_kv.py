@@ -23,7 +23,7 @@ connects on its own (same options as the broker URL, plus ``ttl``/``replicas``/`
 from __future__ import annotations
 
 import asyncio
-import base64
+import binascii
 import functools
 import hashlib
 import itertools
@@ -52,7 +52,7 @@ from agentflow.brokers.nats import NatsBroker
 from agentflow.brokers.nats_config import parse_duration
 from agentflow.brokers.nats_publish import Publisher, Request
 from agentflow.brokers.nats_wire import encode_headers
-from agentflow.idempotency.base import Claim, ClaimState, IdempotencyStore
+from agentflow.idempotency.base import FIRST_CLAIM, Claim, ClaimState, IdempotencyStore
 
 __all__ = ["NatsKvStore", "from_url"]
 
@@ -72,12 +72,16 @@ _DIAGNOSE_TIMEOUT = 1.0
 _STORE_OPTIONS = {"ttl", "replicas", "storage", "bucket", "confirm"}
 # (owner token, attempts) of a claim this process holds on a key.
 _Held = tuple[str, int]
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 @functools.lru_cache(maxsize=4096)  # a key is claimed, then completed moments later
 def kv_key(key: str) -> str:
     """Encode an arbitrary idempotency key as a valid KV key (deterministic)."""
-    encoded = base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+    # binascii and a translate table: base64.urlsafe_b64encode's wrappers, per message, cost
+    # more than the encoding.
+    raw = binascii.b2a_base64(key.encode(), newline=False).translate(_URLSAFE)
+    encoded = raw.rstrip(b"=").decode()
     # URL-safe base64 only has characters KV keys allow: only the length can rule it out.
     if 0 < len(encoded) <= 200:
         return encoded
@@ -288,9 +292,15 @@ class NatsKvStore(IdempotencyStore):
             return [error] * len(keys)
         out: list[Claim | Exception] = []
         for (key, k, held, before), request in zip(holds, requests, strict=True):
+            fut = request.future
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                # Answered while an earlier one was awaited (one read brings many PubAcks):
+                # no coroutine per key to learn that it was accepted.
+                out.append(FIRST_CLAIM)
+                continue
             try:
                 await self._answered(key, request)
-                out.append(Claim(ClaimState.ACQUIRED, 1))
+                out.append(FIRST_CLAIM)
             except KeyWrongLastSequenceError:
                 self._unhold(key, held, before)
                 out.append(await self._claim_or_error(key, k, lease))

@@ -10,7 +10,7 @@ import functools
 import sqlite3
 from collections.abc import Sequence
 
-from agentflow.idempotency.base import Claim, ClaimState
+from agentflow.idempotency.base import FIRST_CLAIM, Claim, ClaimState
 
 __all__ = [
     "CHUNK_SIZES",
@@ -24,7 +24,6 @@ __all__ = [
 
 PENDING = 0
 DONE = 1
-FIRST_CLAIM = Claim(ClaimState.ACQUIRED, 1)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS af_idempotency (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import inspect
 import re
 import uuid
@@ -50,6 +51,10 @@ def test_kv_keys_are_valid_and_distinct_per_key(key: str) -> None:
     encoded = kv_key(key)
     assert re.fullmatch(r"[A-Za-z0-9_-]{1,200}|h_[0-9a-f]{64}", encoded), encoded
     assert encoded != kv_key(key + "x"), "different keys, different KV keys"
+    # Keys already stored in a bucket stay found: URL-safe base64 without padding, as ever.
+    plain = base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+    if 0 < len(plain) <= 200:
+        assert encoded == plain
 
 
 async def test_claim_complete_release_forget(store: NatsKvStore) -> None:
