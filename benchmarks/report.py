@@ -6,6 +6,7 @@ Hand-written analysis between the ``notes`` markers of an existing RESULTS.md is
 
 from __future__ import annotations
 
+import argparse
 import math
 import statistics
 import sys
@@ -349,6 +350,16 @@ def write_report(out_dir: Path) -> list[Path]:
     return written
 
 
-if __name__ == "__main__":
-    for p in write_report(Path(sys.argv[1]) if len(sys.argv) > 1 else HERE):
+def main(argv: list[str] | None = None) -> None:
+    """Re-render RESULTS.md and the chart of DIR (default: benchmarks/) from its results/."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.report",
+        description="Re-render RESULTS.md and results.png from results/*.json, running nothing.",
+    )
+    parser.add_argument("dir", nargs="?", type=Path, default=HERE, help="default: %(default)s")
+    for p in write_report(parser.parse_args(argv).dir):
         print(f"wrote {p}")
+
+
+if __name__ == "__main__":
+    main()
