@@ -198,9 +198,16 @@ class AgentWorker:
 
     def _wake(self) -> None:
         """Make sure queued work finds a runner: decided once the current step yields."""
-        if not self._wake_pending:
-            self._wake_pending = True
-            asyncio.get_running_loop().call_soon(self._add_runners)
+        if self._wake_pending:
+            return
+        if self._runners == 0:
+            # Nothing runs: start one runner now, not a loop turn later (at low rates that
+            # turn was a good part of a message's time in the worker). More runners are
+            # still decided once the current step yields.
+            self._add_runners()
+            return
+        self._wake_pending = True
+        asyncio.get_running_loop().call_soon(self._add_runners)
 
     def _add_runners(self) -> None:
         # Runs between steps: every live runner is waiting inside a handler (or has not

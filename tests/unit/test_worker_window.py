@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Sequence
 
 from agentflow import App
-from agentflow.brokers.base import OutMessage
+from agentflow.brokers.base import Delivery, OutMessage, Subscription
 from agentflow.brokers.memory import MemoryBroker
 from tests.conformance.support import eventually
 
@@ -46,3 +46,46 @@ async def test_the_next_batch_runs_while_the_first_waits_for_its_publish() -> No
         broker.gate.set()
         await eventually(lambda: app.stats["work"].succeeded == 100, what="all hundred done")
     assert calls == list(range(100))
+
+
+class MarkedFetch(MemoryBroker):
+    """A memory broker that notes, per fetched batch, how many loop turns pass until later."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.turns: list[str] = []
+
+    async def subscribe(self, pattern: str, group: str, **kw: int | float) -> Subscription:
+        sub = await super().subscribe(pattern, group, **kw)  # type: ignore[arg-type]
+        fetch = sub.fetch
+        loop = asyncio.get_running_loop()
+
+        async def marked(max_messages: int, timeout: float) -> list[Delivery]:
+            batch = await fetch(max_messages, timeout)
+            if batch:
+                # Turn 1 runs the callbacks queued now; turn 2 those queued during turn 1.
+                loop.call_soon(lambda: (self.turns.append("turn 1"), loop.call_soon(self._two)))
+            return batch
+
+        sub.fetch = marked  # type: ignore[method-assign]
+        return sub
+
+    def _two(self) -> None:
+        self.turns.append("turn 2")
+
+
+async def test_an_idle_worker_starts_the_handler_within_one_loop_turn_of_the_fetch() -> None:
+    broker = MarkedFetch()
+    app = App("turns", broker=broker)
+
+    @app.agent(consumes="turns.in", concurrency=4)
+    async def work(msg: dict[str, int]) -> None:
+        broker.turns.append("handler")
+
+    async with app:
+        await app.publish("turns.in", {"n": 1})
+        await eventually(lambda: "handler" in broker.turns, what="the handler ran")
+        await eventually(lambda: "turn 2" in broker.turns, what="two loop turns passed")
+    # No runner was alive: the one started for the message must not wait for a callback
+    # that only creates it a turn later (a loop turn per message at low rates).
+    assert broker.turns.index("handler") < broker.turns.index("turn 2"), broker.turns
