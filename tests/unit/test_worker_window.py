@@ -64,11 +64,15 @@ class MarkedFetch(MemoryBroker):
             batch = await fetch(max_messages, timeout)
             if batch:
                 # Turn 1 runs the callbacks queued now; turn 2 those queued during turn 1.
-                loop.call_soon(lambda: (self.turns.append("turn 1"), loop.call_soon(self._two)))
+                loop.call_soon(self._one, loop)
             return batch
 
         sub.fetch = marked  # type: ignore[method-assign]
         return sub
+
+    def _one(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.turns.append("turn 1")
+        loop.call_soon(self._two)
 
     def _two(self) -> None:
         self.turns.append("turn 2")
