@@ -15,6 +15,7 @@ per second.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -108,6 +109,25 @@ class StandingPull:
                 out.append(msg)
         return out
 
+    async def _next(self, timeout: float) -> Msg | None:
+        """The next message of the inbox within ``timeout`` (None when none came).
+
+        nats-py's ``next_msg`` runs two tasks and a ``wait_for`` per call: three or four loop
+        turns between a message's arrival and its fetch at low rates. This waits on the
+        subscription's queue itself, as ``_take_queued`` reads it.
+        """
+        if self._nc.is_closed:
+            raise nats.errors.ConnectionClosedError
+        try:
+            async with asyncio.timeout(timeout):
+                msg: Msg = await self._sub._pending_queue.get()
+        except TimeoutError:
+            if self._nc.is_closed:
+                raise nats.errors.ConnectionClosedError from None
+            return None
+        self._sub._pending_size -= len(msg.data)
+        return msg
+
     async def pull(self, want: int, timeout: float) -> list[Msg]:
         """Messages for up to ``want`` free slots; waits up to ``timeout`` for the first."""
         got = self._take_queued()
@@ -120,9 +140,8 @@ class StandingPull:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
-            try:
-                msg = await self._sub.next_msg(timeout=remaining)
-            except (TimeoutError, nats.errors.TimeoutError):
+            msg = await self._next(remaining)
+            if msg is None:
                 return []
             if self._accept(msg):
                 got = [msg, *self._take_queued()]
