@@ -236,7 +236,8 @@ class KafkaSubscription(Subscription):
         """Full: wait for an ack; still full after a poll interval, pause and poll anyway."""
         self._room.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._room.wait(), POLL_MS / 1000)
+            async with asyncio.timeout(POLL_MS / 1000):
+                await self._room.wait()
         if self._outstanding() >= self.max_in_flight:
             # Long handlers: everything paused, but getmany keeps the member in the group
             # (max_poll_interval) while nothing new is fetched.
@@ -307,7 +308,8 @@ class KafkaSubscription(Subscription):
                 return []
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), min(left, wait))
+                async with asyncio.timeout(min(left, wait)):
+                    await self._changed.wait()
         return []
 
     def _take(self, limit: int) -> tuple[list[KafkaDelivery], float]:

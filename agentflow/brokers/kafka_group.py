@@ -67,8 +67,9 @@ async def commit_parts(
     try:
         try:
             # aiokafka retries a commit for as long as the coordinator is unknown (broker
-            # down): bound it.
-            await asyncio.wait_for(consumer.commit(offsets), timeout)
+            # down): bound it (asyncio.timeout: no task per commit, one before each hand-out).
+            async with asyncio.timeout(timeout):
+                await consumer.commit(offsets)
         except OffsetMetadataTooLargeError:
             log.warning("group %s: the cluster refuses attempt records; committing without", group)
             await consumer.commit({tp: (o, "") for tp, (o, _) in offsets.items()})
