@@ -413,17 +413,6 @@ class KafkaSubscription(Subscription):
         return True
 
     # -- outcomes ----------------------------------------------------------------------------
-    @staticmethod
-    def _free_slot(d: KafkaDelivery) -> None:
-        """``d``'s offset is done (the caller wakes the poll loop and fetchers)."""
-        part = d.part
-        d.finished = True
-        current = part.current.pop(d.offset, None)
-        if current is not None:
-            current.finished = True
-        if part.tracker is not None and part.tracker.done(d.offset):
-            part.dirty = True
-
     def finish(self, d: KafkaDelivery, *, acked: bool) -> None:
         """Ack or term: the offset is done (a no-op for stale or finished deliveries)."""
         self.finish_many([d], acked=acked)
@@ -438,7 +427,7 @@ class KafkaSubscription(Subscription):
             mid = d.headers.get("af-id")
             if acked and mid:
                 ids.append(mid)
-            self._free_slot(d)
+            d.part.finish(d)  # the caller wakes the poll loop and fetchers
             freed = True
         if ids:
             # A later copy of such an id on the topic (a producer that died before its ack

@@ -54,6 +54,15 @@ class Part:
         self.revoking = False
         self.dirty = False
 
+    def finish(self, d: KafkaDelivery) -> None:
+        """``d``'s offset is done: no delivery of it is current, the tracker may move on."""
+        d.finished = True
+        current = self.current.pop(d.offset, None)
+        if current is not None:
+            current.finished = True
+        if self.tracker is not None and self.tracker.done(d.offset):
+            self.dirty = True
+
     def returned_in_flight(self) -> int:
         """Deliveries the runtime holds that are not finished yet."""
         return sum(1 for d in self.current.values() if d.returned and not d.finished)
