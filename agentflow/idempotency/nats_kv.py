@@ -23,7 +23,7 @@ connects on its own (same options as the broker URL, plus ``ttl``/``replicas``/`
 from __future__ import annotations
 
 import asyncio
-import binascii
+import base64
 import functools
 import hashlib
 import itertools
@@ -72,16 +72,12 @@ _DIAGNOSE_TIMEOUT = 1.0
 _STORE_OPTIONS = {"ttl", "replicas", "storage", "bucket", "confirm"}
 # (owner token, attempts) of a claim this process holds on a key.
 _Held = tuple[str, int]
-_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 @functools.lru_cache(maxsize=4096)  # a key is claimed, then completed moments later
 def kv_key(key: str) -> str:
     """Encode an arbitrary idempotency key as a valid KV key (deterministic)."""
-    # binascii and a translate table: base64.urlsafe_b64encode's wrappers, per message, cost
-    # more than the encoding.
-    raw = binascii.b2a_base64(key.encode(), newline=False).translate(_URLSAFE)
-    encoded = raw.rstrip(b"=").decode()
+    encoded = base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
     # URL-safe base64 only has characters KV keys allow: only the length can rule it out.
     if 0 < len(encoded) <= 200:
         return encoded
@@ -292,12 +288,6 @@ class NatsKvStore(IdempotencyStore):
             return [error] * len(keys)
         out: list[Claim | Exception] = []
         for (key, k, held, before), request in zip(holds, requests, strict=True):
-            fut = request.future
-            if fut.done() and not fut.cancelled() and fut.exception() is None:
-                # Answered while an earlier one was awaited (one read brings many PubAcks):
-                # no coroutine per key to learn that it was accepted.
-                out.append(FIRST_CLAIM)
-                continue
             try:
                 await self._answered(key, request)
                 out.append(FIRST_CLAIM)
