@@ -358,13 +358,14 @@ class Processor:
         pending: Sequence[PendingOutput],
         result: Any,
     ) -> list[OutMessage]:
-        ts = envelope.now_ms()
         out: list[OutMessage] = []
         if not pending and not isinstance(result, _FAN_OUT):
             # The usual single return value (or None): no list of items to build.
             if result is not None:
+                ts = envelope.now_ms()
                 self._emit(d, correlation, message_id, ts, None, result, key, None, out)
             return out
+        ts = envelope.now_ms()  # one timestamp for all outputs of the call
         for p in pending:
             self._emit(d, correlation, message_id, ts, p.topic, p.payload, p.key, p.headers, out)
         for value in outputs_of(result):
