@@ -41,6 +41,9 @@ DEFAULT_BROKER = "memory://"
 DEFAULT_GRACE = 30.0
 # The cycle collector's first threshold while agents run (Python's default is 700).
 GC_YOUNG_THRESHOLD = 10_000
+# Running apps that raised it, and the thresholds to give back when the last one stops.
+_gc_raised: list[App] = []
+_gc_saved: list[tuple[int, int, int]] = []
 
 
 def default_store_url(broker_url: str, app_name: str) -> str:
@@ -82,7 +85,6 @@ class App:
         self.store: IdempotencyStore | None = None
         self.grace_period = grace_period
         self.tune_gc = tune_gc
-        self._gc_thresholds: tuple[int, int, int] | None = None  # to restore on stop
         self.specs: dict[str, AgentSpec] = {}
         self.stats: dict[str, AgentStats] = {}
         self._workers: list[AgentWorker] = []
@@ -185,10 +187,16 @@ class App:
         # default first threshold (700) runs a young collection every ~100 messages that
         # walks the whole in-flight set only to free nothing (refcounting already did): 6%
         # of client CPU on a Kafka backlog. A higher threshold still collects real cycles.
+        # The setting is the process's: the last running app to stop gives it back.
+        if self in _gc_raised:
+            return
         current = gc.get_threshold()
-        if current[0] < GC_YOUNG_THRESHOLD and self._gc_thresholds is None:
-            self._gc_thresholds = current
+        if not _gc_raised:
+            if current[0] >= GC_YOUNG_THRESHOLD:
+                return  # set higher by the process itself: leave it
+            _gc_saved[:] = [current]
             gc.set_threshold(GC_YOUNG_THRESHOLD, current[1], current[2])
+        _gc_raised.append(self)
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop fetching, drain in-flight work within the grace period, close connections."""
@@ -196,9 +204,10 @@ class App:
         workers, self._workers = self._workers, []
         await asyncio.gather(*(w.stop(grace) for w in workers), return_exceptions=True)
         self._running = False
-        if self._gc_thresholds is not None:
-            gc.set_threshold(*self._gc_thresholds)
-            self._gc_thresholds = None
+        if self in _gc_raised:
+            _gc_raised.remove(self)
+            if not _gc_raised and _gc_saved:
+                gc.set_threshold(*_gc_saved.pop())
         if self.store is not None:
             with contextlib.suppress(Exception):
                 await self.store.close()

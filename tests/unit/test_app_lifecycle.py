@@ -94,6 +94,16 @@ async def test_start_tunes_the_cycle_collector_unless_told_not_to() -> None:
             assert gc.get_threshold()[0] == max(before[0], GC_YOUNG_THRESHOLD)
             assert gc.get_threshold()[1:] == before[1:]
         assert gc.get_threshold() == before, "the thresholds are given back on stop"
+        # Two apps in one process: the setting is given back when the last one stops.
+        first, second = App("gc-one"), App("gc-two")
+        for one in (first, second):
+            one.agent("gc.in")(b)
+        await first.start()
+        await second.start()
+        await first.stop(grace=0.0)
+        assert gc.get_threshold()[0] == max(before[0], GC_YOUNG_THRESHOLD), "second still runs"
+        await second.stop(grace=0.0)
+        assert gc.get_threshold() == before
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
