@@ -18,6 +18,7 @@ __all__ = [
     "kafka_header_dict",
     "kafka_headers",
     "murmur2_partition",
+    "nats_frames",
     "new_id",
     "output_headers",
     "subject_matches",
@@ -264,6 +265,15 @@ def kafka_headers(headers: dict[str, str]) -> tuple[list[tuple[str, bytes]], int
 def kafka_header_dict(pairs: Iterable[tuple[str, bytes | None]] | None) -> dict[str, str]:
     """A record's header pairs as text (invalid UTF-8 becomes U+FFFD; a later duplicate wins;
     a header without a value is left out)."""
+
+# --- NATS wire --------------------------------------------------------------------------------
+
+def nats_frames(
+    buf: bytearray,
+) -> tuple[list[tuple[int, bytes, bytes, bytes, bytes | None]], int, int]:
+    """``(frames, consumed, rest)`` of a NATS read buffer; each frame is the argument tuple of
+    nats-py's ``Client._process_msg``: ``(sid, subject, reply, payload, headers or None)``.
+    ``rest`` is 0 (all consumed), 1 (wait for more bytes) or 2 (another operation follows)."""
 
 # --- dedup ------------------------------------------------------------------------------------
 

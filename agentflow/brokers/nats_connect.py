@@ -22,6 +22,7 @@ from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 
 from agentflow.brokers.base import BrokerError
 from agentflow.brokers.nats_config import NatsSettings
+from agentflow.brokers.nats_parser import use_frame_parser
 
 log = logging.getLogger("agentflow.brokers.nats")
 
@@ -110,6 +111,7 @@ async def open_connection(
         return server, base * random.uniform(0.5, 1.0)
 
     nc = _TlsOnlyClient() if s.tls is not None else Client()
+    use_frame_parser(nc)
     try:
         await asyncio.wait_for(
             nc.connect(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import nats.errors
@@ -11,7 +12,7 @@ from nats.aio.msg import Msg
 from agentflow.brokers.base import Delivery
 from agentflow.brokers.nats_publish import KEY_HEADER
 from agentflow.brokers.nats_suspects import Mark
-from agentflow.brokers.nats_wire import AckInfo, ack_info
+from agentflow.brokers.nats_wire import AckInfo, ack_info, send_commands
 
 if TYPE_CHECKING:
     from agentflow.brokers.nats import NatsSubscription
@@ -105,6 +106,38 @@ class NatsDelivery(Delivery):
     async def ack(self) -> None:
         """Acknowledge (fire-and-forget ``+ACK``)."""
         await self._settle("ack")
+
+    @classmethod
+    async def ack_many(cls, deliveries: Sequence[Delivery]) -> list[Exception | None]:
+        """Ack deliveries in one write: an empty message to each one's ack subject.
+
+        What ``Msg.ack`` sends, without its per-message subject validation and write; a
+        delivery settled already is skipped, as ``ack`` skips it.
+        """
+        commands: list[bytes] = []
+        client = None
+        for d in deliveries:
+            assert isinstance(d, NatsDelivery)
+            msg = d._msg
+            if d._settled or msg._ackd or not msg.reply:
+                await d.ack()  # nothing to send, or nats-py's own error for a plain message
+                continue
+            d._settled = True
+            d._owner._settled(d)
+            msg._ackd = True
+            commands.append(b"PUB %s 0\r\n\r\n" % msg.reply.encode())
+            client = msg._client
+        if commands and client is not None:
+            try:
+                await send_commands(client, commands, 0)
+            except nats.errors.Error as exc:
+                # As for one ack: the server redelivers after ack_wait (at-least-once).
+                log.warning(
+                    "NATS ack of %d messages failed (%s); they will be redelivered",
+                    len(commands),
+                    exc,
+                )
+        return [None] * len(deliveries)
 
     async def nak(self, delay: float = 0.0) -> None:
         """Ask for redelivery after ``delay`` seconds (``-NAK {"delay": ns}``)."""

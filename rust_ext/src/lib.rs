@@ -17,6 +17,7 @@ pub mod fast;
 pub mod hotpath;
 pub mod ids;
 pub mod kafka_wire;
+pub mod nats_proto;
 pub mod partition;
 pub mod pick;
 pub mod plan;
@@ -55,6 +56,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(partition::py_murmur2_partition, m)?)?;
     m.add_function(wrap_pyfunction!(kafka_wire::py_kafka_headers, m)?)?;
     m.add_function(wrap_pyfunction!(kafka_wire::py_kafka_header_dict, m)?)?;
+    m.add_function(wrap_pyfunction!(nats_proto::py_nats_frames, m)?)?;
     m.add_function(wrap_pyfunction!(partition::py_extract_key, m)?)?;
     m.add_class::<dedup::DedupWindow>()?;
     Ok(())

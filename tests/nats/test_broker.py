@@ -311,6 +311,35 @@ async def test_term_stops_redelivery(broker: NatsBroker, subject: Subject) -> No
     assert await sub.fetch(5, 1.5) == []
 
 
+async def test_ack_many_acks_in_one_write_and_skips_settled_ones(
+    broker: NatsBroker, subject: Subject
+) -> None:
+    topic = subject("ackmany")
+    sub = await sub_of(broker, topic, ack_wait=1.0)
+    await broker.publish([msg(topic, str(i)) for i in range(6)])
+    got = await drain(sub, 6)
+    await got[0].nak(5.0)  # settled already: ack_many must not ack it
+    nc = broker.nc
+    writes: list[bytes] = []
+    original = nc._send_command
+
+    async def counting(cmd: bytes, priority: bool = False) -> None:
+        writes.append(cmd)
+        await original(cmd, priority)
+
+    nc._send_command = counting  # type: ignore[method-assign]
+    try:
+        errors = await NatsDelivery.ack_many(got)
+    finally:
+        nc._send_command = original  # type: ignore[method-assign]
+    assert errors == [None] * 6
+    assert len(writes) == 1 and writes[0].count(b"PUB $JS.ACK.") == 5
+    # Past ack_wait only the nak'd message comes back (after its delay); the acked stay acked.
+    assert await sub.fetch(6, 2.0) == []
+    [again] = await drain(sub, 1, timeout=6)
+    assert again.payload == b"0" and again.delivery_count == 2
+
+
 async def test_max_deliver_caps_redeliveries(broker: NatsBroker, subject: Subject) -> None:
     topic = subject("cap")
     sub = await sub_of(broker, topic, max_deliver=3)
