@@ -19,6 +19,7 @@ __all__ = [
     "kafka_headers",
     "murmur2_partition",
     "nats_frames",
+    "nats_pub_commands",
     "new_id",
     "output_headers",
     "subject_matches",
@@ -274,6 +275,13 @@ def nats_frames(
     """``(frames, consumed, rest)`` of a NATS read buffer; each frame is the argument tuple of
     nats-py's ``Client._process_msg``: ``(sid, subject, reply, payload, headers or None)``.
     ``rest`` is 0 (all consumed), 1 (wait for more bytes) or 2 (another operation follows)."""
+
+def nats_pub_commands(
+    frames: list[tuple[str, bytes, bytes]], reply_prefix: str, first_token: int
+) -> bytes:
+    """The ``PUB``/``HPUB`` commands of ``(subject, header block, payload)`` messages as one
+    write; message ``i`` asks for its reply on ``<reply_prefix>.<first_token + i>`` (no reply
+    subject when ``reply_prefix`` is empty). Subjects and blocks are checked by the caller."""
 
 # --- dedup ------------------------------------------------------------------------------------
 

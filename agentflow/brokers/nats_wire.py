@@ -3,7 +3,8 @@
 nats-py's ``Client.publish`` re-validates the subject and runs a regex, ``strip`` and
 ``translate`` per header on every call; agentflow publishes a handful of headers per message,
 so it encodes the ``NATS/1.0`` block here (keys checked once per distinct key) and queues the
-finished ``HPUB`` command on the connection the way ``Client._send_publish`` does.
+finished ``HPUB`` commands (written by ``_native.nats_pub_commands``) on the connection the way
+``Client._send_publish`` does.
 """
 
 from __future__ import annotations
@@ -40,32 +41,18 @@ def encode_headers(headers: Mapping[str, str]) -> bytes:
     return "".join(parts).encode()
 
 
-def pub_command(subject: str, reply: str, block: bytes, payload: bytes) -> bytes:
-    """The ``PUB``/``HPUB`` command for one message (``block``/``reply`` empty: none)."""
-    target = f"{subject} {reply}" if reply else subject
-    if block:
-        head = f"HPUB {target} {len(block)} {len(block) + len(payload)}\r\n"
-        return b"".join((head.encode(), block, payload, _CRLF))
-    return b"".join((f"PUB {target} {len(payload)}\r\n".encode(), payload, _CRLF))
+async def send_commands(
+    nc: Client, commands: list[bytes], payload_bytes: int, messages: int | None = None
+) -> None:
+    """Queue several finished ``PUB``/``HPUB`` commands on ``nc`` as one write.
 
-
-async def send_pub(nc: Client, subject: str, reply: str, block: bytes, payload: bytes) -> None:
-    """Queue ``PUB``/``HPUB`` on ``nc`` (``block``/``reply`` empty: none); validated by the caller.
-
-    Mirrors ``Client.publish`` + ``_send_publish`` minus the per-call validation: the subject
-    was checked once per topic, the header block once per message, the size against
-    ``max_payload`` by the caller.
+    ``messages``: how many messages they hold, when a command is several (one per default).
     """
-    await send_commands(nc, [pub_command(subject, reply, block, payload)], len(payload))
-
-
-async def send_commands(nc: Client, commands: list[bytes], payload_bytes: int) -> None:
-    """Queue several finished ``PUB``/``HPUB`` commands on ``nc`` as one write."""
     if nc.is_closed:
         raise nats.errors.ConnectionClosedError
     if nc.is_draining_pubs:
         raise nats.errors.ConnectionDrainingError
-    nc.stats["out_msgs"] += len(commands)
+    nc.stats["out_msgs"] += len(commands) if messages is None else messages
     nc.stats["out_bytes"] += payload_bytes
     await nc._send_command(commands[0] if len(commands) == 1 else b"".join(commands))
     queue = nc._flush_queue

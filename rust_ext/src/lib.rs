@@ -57,6 +57,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kafka_wire::py_kafka_headers, m)?)?;
     m.add_function(wrap_pyfunction!(kafka_wire::py_kafka_header_dict, m)?)?;
     m.add_function(wrap_pyfunction!(nats_proto::py_nats_frames, m)?)?;
+    m.add_function(wrap_pyfunction!(nats_proto::py_nats_pub_commands, m)?)?;
     m.add_function(wrap_pyfunction!(partition::py_extract_key, m)?)?;
     m.add_class::<dedup::DedupWindow>()?;
     Ok(())

@@ -144,16 +144,16 @@ async def test_a_publish_goes_out_in_window_sized_writes(nats_url: str, subject:
 async def test_pubacks_skip_nats_py_queue_but_a_status_reply_still_arrives(
     nats_url: str, subject: Subject, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from agentflow.brokers.nats_publish import Publisher
+    from agentflow.brokers.nats_pubacks import PubAcks
 
     slow: list[str | None] = []  # replies that took nats-py's Msg + queue + callback path
-    original = Publisher._on_reply
+    original = PubAcks._on_reply
 
-    async def counting(self: Publisher, reply: Msg) -> None:
+    async def counting(self: PubAcks, reply: Msg) -> None:
         slow.append(reply.headers.get("Status") if reply.headers else None)
         await original(self, reply)
 
-    monkeypatch.setattr(Publisher, "_on_reply", counting)
+    monkeypatch.setattr(PubAcks, "_on_reply", counting)
     b = NatsBroker(nats_url)
     await b.connect()
     try:

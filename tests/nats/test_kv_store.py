@@ -195,12 +195,12 @@ async def test_completion_on_the_broker_connection_is_not_awaited_but_stored(
     publisher = broker.publisher
     assert publisher is not None and not store.confirm_completions
     await store.claim("agent:k", lease=30)
-    waiting_before = len(publisher._waiting)
+    waiting_before = len(publisher._acks._waiting)
     sent_before = broker.nc.stats["out_msgs"]
     await store.complete("agent:k", ttl=60)
     # One publish, and no PubAck is being waited for: it carried no reply subject.
     assert broker.nc.stats["out_msgs"] - sent_before == 1
-    assert len(publisher._waiting) == waiting_before
+    assert len(publisher._acks._waiting) == waiting_before
     # Yet it is stored: another worker on its own connection sees the key completed.
     other = NatsKvStore(bucket=store.bucket, url=nats_url)
     await other.open()
