@@ -187,6 +187,16 @@ class Publisher:
         return requests
 
     @staticmethod
+    async def all_answered(requests: Sequence[Request]) -> None:
+        """Wait until every request has its answer (one wait per write they went out in)."""
+        last: Sent | None = None
+        for request in requests:
+            if request.sent is not last:
+                last = request.sent
+                if last.left:
+                    await last.done
+
+    @staticmethod
     async def answer(request: Request) -> Ack:
         """The PubAck of a request sent with :meth:`send_request`.
 

@@ -273,10 +273,11 @@ class NatsKvStore(IdempotencyStore):
         prefix = self._bucket()._pre
         frames: list[tuple[str, bytes, bytes]] = []
         holds: list[tuple[str, str, _Held, _Held | None]] = []
+        expires = self._clock() + lease  # one reading for the group
         for key in keys:
             k = kv_key(key)
             before = self._held.get(key)
-            value, held = self._running(key, 1, lease)
+            value, held = self._running(key, 1, expires)
             frames.append((f"{prefix}{k}", _CREATE, value))
             holds.append((key, k, held, before))
         try:
@@ -286,10 +287,14 @@ class NatsKvStore(IdempotencyStore):
                 self._unhold(key, held, before)
             error = await self._write_failed(keys[0], exc) if keys else exc
             return [error] * len(keys)
+        await Publisher.all_answered(requests)
         out: list[Claim | Exception] = []
         for (key, k, held, before), request in zip(holds, requests, strict=True):
+            if type(request.sent.answers[request.slot]) is dict:
+                out.append(FIRST_CLAIM)  # the usual case: the create was stored
+                continue
             try:
-                await self._answered(key, request)
+                await self._answered(key, request)  # raises what the answer says
                 out.append(FIRST_CLAIM)
             except KeyWrongLastSequenceError:
                 self._unhold(key, held, before)
@@ -319,7 +324,7 @@ class NatsKvStore(IdempotencyStore):
             # Held before the write: if its PubAck is lost, ``release`` can still free the
             # key should the write have landed.
             before = self._held.get(key)
-            value, held = self._running(key, attempts, lease)
+            value, held = self._running(key, attempts, self._clock() + lease)
             try:
                 await self._write(key, k, value, last=revision)
             except KeyWrongLastSequenceError:
@@ -328,10 +333,10 @@ class NatsKvStore(IdempotencyStore):
             return Claim(ClaimState.ACQUIRED, attempts)
         return Claim(ClaimState.BUSY, 0)
 
-    def _running(self, key: str, attempts: int, lease: float) -> tuple[bytes, _Held]:
-        """A running record for a claim on ``key`` (recorded as held); its value and owner."""
+    def _running(self, key: str, attempts: int, expires: float) -> tuple[bytes, _Held]:
+        """A running record for a claim on ``key`` until ``expires`` (recorded as held)."""
         owner = f"{self._owner_prefix}{next(self._owners):x}"
-        value = orjson.dumps({"s": _RUNNING, "a": attempts, "e": self._clock() + lease, "o": owner})
+        value = orjson.dumps({"s": _RUNNING, "a": attempts, "e": expires, "o": owner})
         held = self._held[key] = (owner, attempts)
         return value, held
 
@@ -356,8 +361,9 @@ class NatsKvStore(IdempotencyStore):
             return []
         try:
             prefix = self._bucket()._pre
+            expires = self._clock() + ttl if ttl > 0 else 0  # one reading for the batch
             await self._publisher().send_unconfirmed_many(
-                [(f"{prefix}{kv_key(key)}", self._done(key, ttl)) for key in keys]
+                [(f"{prefix}{kv_key(key)}", self._done(key, ttl, expires)) for key in keys]
             )
         except PublishError as exc:
             return [await self._write_failed(keys[0], exc)] * len(keys)
@@ -365,8 +371,9 @@ class NatsKvStore(IdempotencyStore):
             return [exc] * len(keys)
         return [None] * len(keys)
 
-    def _done(self, key: str, ttl: float) -> bytes:
-        """The completed record of ``key`` (no longer held here) until ``now + ttl``."""
+    def _done(self, key: str, ttl: float, expires: float | None = None) -> bytes:
+        """The completed record of ``key`` (no longer held here) until ``now + ttl``
+        (``expires``: that time, read already; 0 for no expiry)."""
         if ttl > self.bucket_ttl > 0 and not self._warned_ttl:
             self._warned_ttl = True
             log.warning(
@@ -377,7 +384,8 @@ class NatsKvStore(IdempotencyStore):
                 self.bucket_ttl,
             )
         _, attempts = self._held.pop(key, ("", 1))
-        expires = self._clock() + ttl if ttl > 0 else 0
+        if expires is None:
+            expires = self._clock() + ttl if ttl > 0 else 0
         return orjson.dumps({"s": _DONE, "a": attempts, "e": expires})
 
     @property
