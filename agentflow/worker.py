@@ -179,6 +179,10 @@ class AgentWorker:
             envelopes = self.processor.plan.decode_batch([d.headers for d in batch])
             for delivery, env in zip(batch, envelopes, strict=True):
                 self._dispatch(delivery, env)
+            if len(batch) == 1:
+                # Trickling in (low rates): let it start before the next fetch's bookkeeping.
+                # Batches run in the order they come anyway.
+                await asyncio.sleep(0)
 
     def _dispatch(self, d: Delivery, env: Decoded) -> None:
         self._held.add(d)

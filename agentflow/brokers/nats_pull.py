@@ -132,8 +132,11 @@ class StandingPull:
         """Messages for up to ``want`` free slots; waits up to ``timeout`` for the first."""
         got = self._take_queued()
         missing = want - len(got) - self._live()
-        # Top up in sizeable steps so a busy consumer does not send a request per message.
-        if missing > 0 and (not got or 2 * missing >= want):
+        # Top up in sizeable steps (once half of ``want`` is owed by no request), so neither a
+        # busy consumer nor one taking messages as they trickle in sends a request per
+        # message: at low rates that request was sent between a message's fetch and its
+        # handler.
+        if missing > 0 and 2 * missing >= want:
             await self._request(missing)
         deadline = time.monotonic() + timeout
         while not got:

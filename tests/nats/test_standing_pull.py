@@ -52,3 +52,31 @@ async def test_an_empty_pull_times_out_and_a_closed_connection_is_said(
     await nc.close()
     with pytest.raises(nats.errors.ConnectionClosedError):
         await pull.pull(10, 0.3)
+
+
+async def test_messages_trickling_in_do_not_each_cost_a_pull_request(
+    nats_url: str, prefix: str
+) -> None:
+    nc, pull = await _pull_for(nats_url, prefix)
+    js = nc.jetstream()
+    requests = 0
+    original = pull._request
+
+    async def counting(count: int) -> None:
+        nonlocal requests
+        requests += 1
+        await original(count)
+
+    pull._request = counting  # type: ignore[method-assign]
+    try:
+        for i in range(20):  # one at a time, as at a low rate: each fetch takes one
+            waiting = asyncio.create_task(pull.pull(10, 5.0))
+            await asyncio.sleep(0.01)
+            await js.publish(f"{prefix}.in", str(i).encode())
+            got = await asyncio.wait_for(waiting, 5.0)
+            assert [m.data for m in got] == [str(i).encode()]
+            await got[0].ack()
+        # A request is topped up once half of it is used: 20 messages, 10 at a time.
+        assert 2 <= requests <= 5, requests
+    finally:
+        await nc.close()

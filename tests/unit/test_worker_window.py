@@ -93,3 +93,40 @@ async def test_an_idle_worker_starts_the_handler_within_one_loop_turn_of_the_fet
     # No runner was alive: the one started for the message must not wait for a callback
     # that only creates it a turn later (a loop turn per message at low rates).
     assert broker.turns.index("handler") < broker.turns.index("turn 2"), broker.turns
+
+
+class NotedFetch(MemoryBroker):
+    """A memory broker that notes when each fetch starts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[str] = []
+
+    async def subscribe(self, pattern: str, group: str, **kw: int | float) -> Subscription:
+        sub = await super().subscribe(pattern, group, **kw)  # type: ignore[arg-type]
+        fetch = sub.fetch
+
+        async def noted(max_messages: int, timeout: float) -> list[Delivery]:
+            self.events.append("fetch")
+            return await fetch(max_messages, timeout)
+
+        sub.fetch = noted  # type: ignore[method-assign]
+        return sub
+
+
+async def test_a_lone_message_starts_before_the_next_fetch_is_prepared() -> None:
+    broker = NotedFetch()
+    app = App("lone", broker=broker)
+
+    @app.agent(consumes="lone.in", concurrency=4)
+    async def work(msg: dict[str, int]) -> None:
+        broker.events.append("handler")
+
+    async with app:
+        await eventually(lambda: "fetch" in broker.events, what="the worker fetches")
+        broker.events.clear()  # the fetch now waiting gets the message
+        await app.publish("lone.in", {"n": 1})
+        await eventually(lambda: broker.events.count("fetch") >= 1, what="the next fetch")
+        await eventually(lambda: "handler" in broker.events, what="the handler ran")
+    # The next fetch's work (a pull request to top up, on NATS) waits behind the handler.
+    assert broker.events[:2] == ["handler", "fetch"], broker.events
