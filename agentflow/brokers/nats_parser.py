@@ -4,8 +4,10 @@ Every agentflow message arrives as two or three NATS messages (the delivery, its
 PubAck, an idempotency claim's PubAck), and nats-py's parser spends about 3.5 us on each:
 two regexes, a dict, two slices of the buffer. ``_native.nats_frames`` cuts every whole
 ``MSG``/``HMSG`` of a read in one call; each is then handed to ``Client._process_msg`` exactly
-as nats-py's parser would. Anything else (``PING``, ``INFO``, ``-ERR``, a frame nats-py was
-half-way through) is left to nats-py's own parser, which this class is.
+as nats-py's parser would, or, for a header-less reply routed with
+:func:`~agentflow.brokers.nats_wire.route_plain` (PubAcks), straight to its handler. Anything
+else (``PING``, ``INFO``, ``-ERR``, a frame nats-py was half-way through) is left to nats-py's
+own parser, which this class is.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from nats.errors import ProtocolError
 from nats.protocol.parser import AWAITING_CONTROL_LINE, Parser
 
 from agentflow import _native
+from agentflow.brokers.nats_wire import plain_routes
 
 __all__ = ["FrameParser", "use_frame_parser"]
 
@@ -41,8 +44,17 @@ class FrameParser(Parser):
             raise ProtocolError(f"nats: {exc}") from None
         del buf[:used]
         if frames:
-            process = self.nc._process_msg
+            nc = self.nc
+            process = nc._process_msg
+            routes = plain_routes(nc)
             for sid, subject, reply, payload, headers in frames:
+                plain = routes.get(sid) if routes and headers is None else None
+                if plain is not None:
+                    # A routed reply (a PubAck): its handler, without nats-py's coroutine.
+                    nc.stats["in_msgs"] += 1
+                    nc.stats["in_bytes"] += len(payload)
+                    plain(subject, payload)
+                    continue
                 await process(sid, subject, reply, payload, headers)
                 if self.buf is not buf:
                     return  # the connection was reset meanwhile: the rest is stale

@@ -31,6 +31,8 @@ __all__ = ["Ack", "NoStream", "PubAcks", "Retryable", "Sent", "Unanswered"]
 _SWEEP_INTERVAL = 0.1
 
 Ack = dict[str, Any]
+# The answer recorded for every stored message (its PubAck's fields are not read).
+_STORED: Ack = {}
 
 
 class NoStream(Exception):
@@ -190,6 +192,9 @@ def _answer(data: bytes, status: str | None) -> Ack | Exception:
     """A reply as the PubAck it is, or the error it says."""
     if status == "503":
         return NoStream()
+    if data[:1] == b"{" and b'"error"' not in data:
+        # Stored (the usual case): nobody reads a PubAck's fields, so it is not decoded.
+        return _STORED
     try:
         resp = orjson.loads(data)
     except orjson.JSONDecodeError:

@@ -28,7 +28,6 @@ from nats.js.errors import APIError
 from agentflow import _native
 from agentflow.brokers.base import BrokerError, OutMessage, PublishError
 from agentflow.brokers.nats_pubacks import (
-    Ack,
     NoStream,
     PubAcks,
     Retryable,
@@ -197,8 +196,8 @@ class Publisher:
                     await last.done
 
     @staticmethod
-    async def answer(request: Request) -> Ack:
-        """The PubAck of a request sent with :meth:`send_request`.
+    async def answer(request: Request) -> None:
+        """Wait until a request sent with :meth:`send_request` is stored.
 
         Raises :class:`APIError` when JetStream refuses it (e.g. a wrong expected sequence),
         :class:`PublishError` when it is not answered within the request's timeout.
@@ -213,8 +212,6 @@ class Publisher:
             raise PublishError(f"no stream accepts {request.subject!r} right now ({answer!r})")
         if isinstance(answer, Exception):
             raise answer
-        assert answer is not None  # done: every message of the write has its answer
-        return answer
 
     async def publish(self, messages: Sequence[OutMessage]) -> None:
         """Publish ``messages``; return once every one has a PubAck (duplicates included)."""

@@ -73,6 +73,11 @@ PlainHandler = Callable[[bytes, bytes], None]
 _ROUTES: weakref.WeakKeyDictionary[Client, dict[int, PlainHandler]] = weakref.WeakKeyDictionary()
 
 
+def plain_routes(nc: Client) -> dict[int, PlainHandler] | None:
+    """The routes :func:`route_plain` set on ``nc`` (sid -> handler), if any."""
+    return _ROUTES.get(nc)
+
+
 def route_plain(nc: Client, sid: int, handler: PlainHandler | None) -> None:
     """Hand header-less messages of subscription ``sid`` to ``handler`` as they are parsed.
 

@@ -273,12 +273,13 @@ class NatsKvStore(IdempotencyStore):
         prefix = self._bucket()._pre
         frames: list[tuple[str, bytes, bytes]] = []
         holds: list[tuple[str, str, _Held, _Held | None]] = []
-        expires = self._clock() + lease  # one reading for the group
+        head = _running_head(1, self._clock() + lease)  # one clock reading for the group
         for key in keys:
             k = kv_key(key)
             before = self._held.get(key)
-            value, held = self._running(key, 1, expires)
-            frames.append((f"{prefix}{k}", _CREATE, value))
+            owner = f"{self._owner_prefix}{next(self._owners):x}"
+            held = self._held[key] = (owner, 1)
+            frames.append((f"{prefix}{k}", _CREATE, head + owner.encode() + b'"}'))
             holds.append((key, k, held, before))
         try:
             requests = await publisher.send_requests(frames)
@@ -290,7 +291,7 @@ class NatsKvStore(IdempotencyStore):
         await Publisher.all_answered(requests)
         out: list[Claim | Exception] = []
         for (key, k, held, before), request in zip(holds, requests, strict=True):
-            if type(request.sent.answers[request.slot]) is dict:
+            if not isinstance(request.sent.answers[request.slot], Exception):
                 out.append(FIRST_CLAIM)  # the usual case: the create was stored
                 continue
             try:
@@ -336,7 +337,7 @@ class NatsKvStore(IdempotencyStore):
     def _running(self, key: str, attempts: int, expires: float) -> tuple[bytes, _Held]:
         """A running record for a claim on ``key`` until ``expires`` (recorded as held)."""
         owner = f"{self._owner_prefix}{next(self._owners):x}"
-        value = orjson.dumps({"s": _RUNNING, "a": attempts, "e": expires, "o": owner})
+        value = _running_head(attempts, expires) + owner.encode() + b'"}'  # owners are hex
         held = self._held[key] = (owner, attempts)
         return value, held
 
@@ -362,18 +363,28 @@ class NatsKvStore(IdempotencyStore):
         try:
             prefix = self._bucket()._pre
             expires = self._clock() + ttl if ttl > 0 else 0  # one reading for the batch
-            await self._publisher().send_unconfirmed_many(
-                [(f"{prefix}{kv_key(key)}", self._done(key, ttl, expires)) for key in keys]
-            )
+            values: dict[int, bytes] = {}  # by attempt count: mostly one value for all
+            frames = []
+            for key in keys:
+                attempts = self._release_hold(key, ttl)
+                value = values.get(attempts)
+                if value is None:
+                    value = values[attempts] = _done_record(attempts, expires)
+                frames.append((f"{prefix}{kv_key(key)}", value))
+            await self._publisher().send_unconfirmed_many(frames)
         except PublishError as exc:
             return [await self._write_failed(keys[0], exc)] * len(keys)
         except BrokerError as exc:
             return [exc] * len(keys)
         return [None] * len(keys)
 
-    def _done(self, key: str, ttl: float, expires: float | None = None) -> bytes:
-        """The completed record of ``key`` (no longer held here) until ``now + ttl``
-        (``expires``: that time, read already; 0 for no expiry)."""
+    def _done(self, key: str, ttl: float) -> bytes:
+        """The completed record of ``key`` (no longer held here) until ``now + ttl``."""
+        attempts = self._release_hold(key, ttl)
+        return _done_record(attempts, self._clock() + ttl if ttl > 0 else 0)
+
+    def _release_hold(self, key: str, ttl: float) -> int:
+        """``key`` is being completed for ``ttl``: no longer held here; its attempt count."""
         if ttl > self.bucket_ttl > 0 and not self._warned_ttl:
             self._warned_ttl = True
             log.warning(
@@ -384,9 +395,7 @@ class NatsKvStore(IdempotencyStore):
                 self.bucket_ttl,
             )
         _, attempts = self._held.pop(key, ("", 1))
-        if expires is None:
-            expires = self._clock() + ttl if ttl > 0 else 0
-        return orjson.dumps({"s": _DONE, "a": attempts, "e": expires})
+        return attempts
 
     @property
     def _confirms_completions(self) -> bool:
@@ -418,6 +427,16 @@ class NatsKvStore(IdempotencyStore):
             await self._bucket().delete(kv_key(key))
         except (KeyNotFoundError, nats.errors.Error):
             pass
+
+
+def _running_head(attempts: int, expires: float) -> bytes:
+    """A running record's JSON up to its owner's value (what orjson writes for the record)."""
+    return b'{"s":"%s","a":%d,"e":%s,"o":"' % (_RUNNING.encode(), attempts, orjson.dumps(expires))
+
+
+def _done_record(attempts: int, expires: float) -> bytes:
+    """A completed record's JSON (``expires`` 0: kept as long as the bucket keeps keys)."""
+    return orjson.dumps({"s": _DONE, "a": attempts, "e": expires})
 
 
 def _decide(record: dict[str, Any] | None, now: float) -> tuple[ClaimState, int]:

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -18,7 +19,13 @@ from nats.js.errors import KeyWrongLastSequenceError
 from agentflow.brokers.base import BrokerError
 from agentflow.brokers.nats import NatsBroker
 from agentflow.idempotency import ClaimState, store_from_url
-from agentflow.idempotency.nats_kv import NatsKvStore, bucket_name, from_url, kv_key
+from agentflow.idempotency.nats_kv import (
+    NatsKvStore,
+    _running_head,
+    bucket_name,
+    from_url,
+    kv_key,
+)
 from tests.unit import test_idempotency_stores as contract
 
 pytestmark = pytest.mark.nats
@@ -55,6 +62,19 @@ def test_kv_keys_are_valid_and_distinct_per_key(key: str) -> None:
     plain = base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
     if 0 < len(plain) <= 200:
         assert encoded == plain
+
+
+@given(
+    st.integers(min_value=1, max_value=10**6),
+    st.floats(min_value=0, max_value=1e12, allow_nan=False),
+    st.integers(min_value=0, max_value=2**64),
+)
+def test_running_records_are_the_json_every_reader_expects(
+    attempts: int, expires: float, counter: int
+) -> None:
+    owner = f"0123456789abcdef{counter:x}"
+    value = _running_head(attempts, expires) + owner.encode() + b'"}'
+    assert value == orjson.dumps({"s": "r", "a": attempts, "e": expires, "o": owner})
 
 
 async def test_claim_complete_release_forget(store: NatsKvStore) -> None:

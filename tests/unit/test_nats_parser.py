@@ -12,6 +12,7 @@ from nats.protocol.parser import Parser
 
 from agentflow import _native
 from agentflow.brokers.nats_parser import FrameParser
+from agentflow.brokers.nats_wire import route_plain
 
 _HDR = b"NATS/1.0\r\naf-id: 01J\r\ncontent-type: application/json\r\n\r\n"
 _STREAM = b"".join(
@@ -116,3 +117,23 @@ def test_a_reset_drops_what_is_left_of_the_read() -> None:
     asyncio.run(parser.parse(b"MSG a 1 1\r\nx\r\nMSG b 2 1\r\ny\r\n"))
     assert [c[1] for c in nc.calls] == [1]
     assert not parser.buf
+
+
+def test_routed_replies_go_straight_to_their_handler() -> None:
+    nc = _Recorder()
+    nc.stats = {"in_msgs": 0, "in_bytes": 0}  # type: ignore[attr-defined]
+    replies: list[tuple[bytes, bytes]] = []
+    route_plain(nc, 7, lambda subject, data: replies.append((subject, data)))  # type: ignore[arg-type]
+    # Whatever is not routed still reaches the client's _process_msg (recorded).
+    nc._process_msg = _Recorder._process_msg.__get__(nc)  # type: ignore[method-assign]
+    parser = FrameParser(nc)
+    status = b"NATS/1.0 503\r\n\r\n"
+    stream = (
+        b'MSG _INBOX.p.1 7 10\r\n{"seq":12}\r\n'
+        + b"HMSG _INBOX.p.2 7 %d %d\r\n%s\r\n" % (len(status), len(status), status)
+        + b"MSG other 8 2\r\nhi\r\n"
+    )
+    asyncio.run(parser.parse(stream))
+    assert replies == [(b"_INBOX.p.1", b'{"seq":12}')]
+    assert [c[1:3] for c in nc.calls] == [(7, b"_INBOX.p.2"), (8, b"other")]
+    assert nc.stats == {"in_msgs": 1, "in_bytes": 10}  # type: ignore[attr-defined]
