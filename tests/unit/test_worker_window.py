@@ -48,27 +48,41 @@ async def test_the_next_batch_runs_while_the_first_waits_for_its_publish() -> No
     assert calls == list(range(100))
 
 
-class MarkedFetch(MemoryBroker):
+class HookedFetch(MemoryBroker):
+    """A memory broker whose subscriptions call ``before_fetch`` and ``after_fetch``."""
+
+    async def subscribe(self, pattern: str, group: str, **kw: int | float) -> Subscription:
+        sub = await super().subscribe(pattern, group, **kw)  # type: ignore[arg-type]
+        fetch = sub.fetch
+
+        async def hooked(max_messages: int, timeout: float) -> list[Delivery]:
+            self.before_fetch()
+            batch = await fetch(max_messages, timeout)
+            self.after_fetch(batch)
+            return batch
+
+        sub.fetch = hooked  # type: ignore[method-assign]
+        return sub
+
+    def before_fetch(self) -> None:
+        """A fetch starts."""
+
+    def after_fetch(self, batch: list[Delivery]) -> None:
+        """A fetch returned ``batch``."""
+
+
+class MarkedFetch(HookedFetch):
     """A memory broker that notes, per fetched batch, how many loop turns pass until later."""
 
     def __init__(self) -> None:
         super().__init__()
         self.turns: list[str] = []
 
-    async def subscribe(self, pattern: str, group: str, **kw: int | float) -> Subscription:
-        sub = await super().subscribe(pattern, group, **kw)  # type: ignore[arg-type]
-        fetch = sub.fetch
-        loop = asyncio.get_running_loop()
-
-        async def marked(max_messages: int, timeout: float) -> list[Delivery]:
-            batch = await fetch(max_messages, timeout)
-            if batch:
-                # Turn 1 runs the callbacks queued now; turn 2 those queued during turn 1.
-                loop.call_soon(self._one, loop)
-            return batch
-
-        sub.fetch = marked  # type: ignore[method-assign]
-        return sub
+    def after_fetch(self, batch: list[Delivery]) -> None:
+        if batch:
+            # Turn 1 runs the callbacks queued now; turn 2 those queued during turn 1.
+            loop = asyncio.get_running_loop()
+            loop.call_soon(self._one, loop)
 
     def _one(self, loop: asyncio.AbstractEventLoop) -> None:
         self.turns.append("turn 1")
@@ -95,23 +109,15 @@ async def test_an_idle_worker_starts_the_handler_within_one_loop_turn_of_the_fet
     assert broker.turns.index("handler") < broker.turns.index("turn 2"), broker.turns
 
 
-class NotedFetch(MemoryBroker):
+class NotedFetch(HookedFetch):
     """A memory broker that notes when each fetch starts."""
 
     def __init__(self) -> None:
         super().__init__()
         self.events: list[str] = []
 
-    async def subscribe(self, pattern: str, group: str, **kw: int | float) -> Subscription:
-        sub = await super().subscribe(pattern, group, **kw)  # type: ignore[arg-type]
-        fetch = sub.fetch
-
-        async def noted(max_messages: int, timeout: float) -> list[Delivery]:
-            self.events.append("fetch")
-            return await fetch(max_messages, timeout)
-
-        sub.fetch = noted  # type: ignore[method-assign]
-        return sub
+    def before_fetch(self) -> None:
+        self.events.append("fetch")
 
 
 async def test_a_lone_message_starts_before_the_next_fetch_is_prepared() -> None:
