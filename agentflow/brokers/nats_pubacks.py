@@ -100,7 +100,7 @@ class PubAcks:
         for sent, index, _ in list(self._waiting.values()):
             sent.answer(index, closed)
         self._waiting.clear()
-        self.in_flight = 0
+        self._free(self.in_flight)  # and wake whoever waits for room
         if self._sub is not None:
             route_plain(self._nc, self._sub._id, None)
             try:
