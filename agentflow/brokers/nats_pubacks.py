@@ -177,6 +177,7 @@ class PubAcks:
         self._resolve(subject[len(self._prefix) + 1 :], data, None)
 
     def _resolve(self, token: bytes, data: bytes, status: str | None) -> None:
+        """Record a reply's answer. Runs for every PubAck: the window is freed inline."""
         try:
             entry = self._waiting.pop(int(token), None)
         except ValueError:
@@ -184,17 +185,20 @@ class PubAcks:
         if entry is None:
             return  # answered late (swept) or abandoned
         sent, index, _ = entry
-        self._free(1)
-        sent.answer(index, _answer(data, status))
+        self.in_flight -= 1
+        if self._room is not None:
+            self._free(0)
+        if status is None and data[:1] == b"{" and b'"error"' not in data:
+            # Stored (the usual case): nobody reads a PubAck's fields, so it is not decoded.
+            sent.answer(index, _STORED)
+        else:
+            sent.answer(index, _answer(data, status))
 
 
 def _answer(data: bytes, status: str | None) -> Ack | Exception:
     """A reply as the PubAck it is, or the error it says."""
     if status == "503":
         return NoStream()
-    if data[:1] == b"{" and b'"error"' not in data:
-        # Stored (the usual case): nobody reads a PubAck's fields, so it is not decoded.
-        return _STORED
     try:
         resp = orjson.loads(data)
     except orjson.JSONDecodeError:
