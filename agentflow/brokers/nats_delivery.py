@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import nats.errors
 from nats.aio.msg import Msg
 
+from agentflow import _native
 from agentflow.brokers.base import Delivery
 from agentflow.brokers.nats_publish import KEY_HEADER
 from agentflow.brokers.nats_suspects import Mark
@@ -114,7 +115,7 @@ class NatsDelivery(Delivery):
         What ``Msg.ack`` sends, without its per-message subject validation and write; a
         delivery settled already is skipped, as ``ack`` skips it.
         """
-        commands: list[bytes] = []
+        acks: list[tuple[str, bytes, bytes]] = []
         client = None
         for d in deliveries:
             assert isinstance(d, NatsDelivery)
@@ -125,16 +126,16 @@ class NatsDelivery(Delivery):
             d._settled = True
             d._owner._settled(d)
             msg._ackd = True
-            commands.append(b"PUB %s 0\r\n\r\n" % msg.reply.encode())
+            acks.append((msg.reply, b"", b""))  # an empty message to the ack subject
             client = msg._client
-        if commands and client is not None:
+        if acks and client is not None:
             try:
-                await send_commands(client, commands, 0)
+                await send_commands(client, [_native.nats_pub_commands(acks, "", 0)], 0, len(acks))
             except nats.errors.Error as exc:
                 # As for one ack: the server redelivers after ack_wait (at-least-once).
                 log.warning(
                     "NATS ack of %d messages failed (%s); they will be redelivered",
-                    len(commands),
+                    len(acks),
                     exc,
                 )
         return [None] * len(deliveries)

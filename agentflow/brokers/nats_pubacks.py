@@ -23,7 +23,8 @@ from nats.js.errors import APIError
 
 from agentflow import _native
 from agentflow.brokers.base import PublishError
-from agentflow.brokers.nats_wire import route_plain, send_commands
+from agentflow.brokers.nats_parser import route_plain
+from agentflow.brokers.nats_wire import send_commands
 
 __all__ = ["Ack", "NoStream", "PubAcks", "Retryable", "Sent", "Unanswered"]
 

@@ -10,8 +10,7 @@ finished ``HPUB`` commands (written by ``_native.nats_pub_commands``) on the con
 from __future__ import annotations
 
 import re
-import weakref
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Mapping
 
 import nats.errors
 from nats.aio.client import Client
@@ -58,61 +57,6 @@ async def send_commands(
     queue = nc._flush_queue
     if queue is not None and queue.empty():
         await nc._flush_pending()
-
-
-class _Done:
-    """An awaitable that is already done (what the parser awaits for a routed message)."""
-
-    def __await__(self) -> Generator[None, None, None]:
-        return iter(())  # type: ignore[return-value]
-
-
-_DONE = _Done()
-# handler(subject, payload) of a subscription's header-less messages.
-PlainHandler = Callable[[bytes, bytes], None]
-_ROUTES: weakref.WeakKeyDictionary[Client, dict[int, PlainHandler]] = weakref.WeakKeyDictionary()
-
-
-def plain_routes(nc: Client) -> dict[int, PlainHandler] | None:
-    """The routes :func:`route_plain` set on ``nc`` (sid -> handler), if any."""
-    return _ROUTES.get(nc)
-
-
-def route_plain(nc: Client, sid: int, handler: PlainHandler | None) -> None:
-    """Hand header-less messages of subscription ``sid`` to ``handler`` as they are parsed.
-
-    nats-py turns every message into a ``Msg``, queues it on the subscription and runs a
-    coroutine callback from the subscription's task: three loop steps and ~5 us per PubAck
-    before its future is resolved. A routed message skips all that; one with headers (a
-    status such as 503 no responders) still takes the subscription's usual path. The
-    subscription stays registered with nats-py, which re-subscribes it after a reconnect
-    under the same sid. ``handler`` None removes the route.
-    """
-    routes = _ROUTES.get(nc)
-    if routes is None:
-        routes = _ROUTES[nc] = {}
-        original = nc._process_msg
-        stats = nc.stats
-
-        # Not a coroutine itself: every other message gets nats-py's own coroutine back, so
-        # the pull inbox's messages pay no extra frame for this.
-        def process_msg(
-            sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
-        ) -> Awaitable[None]:
-            plain = routes.get(sid)
-            if plain is None or headers:
-                # nats-py's annotation says bytes; its parser passes None for no headers.
-                return original(sid, subject, reply, data, headers)  # type: ignore[arg-type]
-            stats["in_msgs"] += 1
-            stats["in_bytes"] += len(data)
-            plain(subject, data)
-            return _DONE
-
-        nc._process_msg = process_msg  # type: ignore[method-assign,assignment]
-    if handler is None:
-        routes.pop(sid, None)
-    else:
-        routes[sid] = handler
 
 
 # (stream, deliveries so far, stream sequence) of a JetStream message.

@@ -11,8 +11,7 @@ from nats.errors import ProtocolError
 from nats.protocol.parser import Parser
 
 from agentflow import _native
-from agentflow.brokers.nats_parser import FrameParser
-from agentflow.brokers.nats_wire import route_plain
+from agentflow.brokers.nats_parser import FrameParser, route_plain
 
 _HDR = b"NATS/1.0\r\naf-id: 01J\r\ncontent-type: application/json\r\n\r\n"
 _STREAM = b"".join(
@@ -123,10 +122,9 @@ def test_routed_replies_go_straight_to_their_handler() -> None:
     nc = _Recorder()
     nc.stats = {"in_msgs": 0, "in_bytes": 0}  # type: ignore[attr-defined]
     replies: list[tuple[bytes, bytes]] = []
-    route_plain(nc, 7, lambda subject, data: replies.append((subject, data)))  # type: ignore[arg-type]
-    # Whatever is not routed still reaches the client's _process_msg (recorded).
-    nc._process_msg = _Recorder._process_msg.__get__(nc)  # type: ignore[method-assign]
     parser = FrameParser(nc)
+    nc._ps = parser  # type: ignore[attr-defined]
+    route_plain(nc, 7, lambda subject, data: replies.append((subject, data)))  # type: ignore[arg-type]
     status = b"NATS/1.0 503\r\n\r\n"
     stream = (
         b'MSG _INBOX.p.1 7 10\r\n{"seq":12}\r\n'
@@ -137,3 +135,6 @@ def test_routed_replies_go_straight_to_their_handler() -> None:
     assert replies == [(b"_INBOX.p.1", b'{"seq":12}')]
     assert [c[1:3] for c in nc.calls] == [(7, b"_INBOX.p.2"), (8, b"other")]
     assert nc.stats == {"in_msgs": 1, "in_bytes": 10}  # type: ignore[attr-defined]
+    route_plain(nc, 7, None)  # type: ignore[arg-type]  # unrouted: the usual path again
+    asyncio.run(parser.parse(b"MSG _INBOX.p.3 7 2\r\n{}\r\n"))
+    assert len(replies) == 1 and nc.calls[-1][1:3] == (7, b"_INBOX.p.3")
