@@ -7,7 +7,9 @@ __all__ = [
     "CelProgram",
     "DedupWindow",
     "Envelope",
+    "KafkaBatch",
     "MessagePlan",
+    "RecentIds",
     "Router",
     "__version__",
     "decode_headers",
@@ -267,6 +269,34 @@ def kafka_header_dict(pairs: Iterable[tuple[str, bytes | None]] | None) -> dict[
     """A record's header pairs as text (invalid UTF-8 becomes U+FFFD; a later duplicate wins;
     a header without a value is left out)."""
 
+@final
+class KafkaBatch:
+    """A Kafka record batch (format v2) for one topic partition, built natively; what
+    ``AIOKafkaProducer.send_batch`` takes as a batch builder."""
+
+    def __new__(cls, batch_size: int, transactional: bool = False) -> Self: ...
+    def add(
+        self, value: bytes | None, key: bytes | None, headers: dict[str, str], ts_ms: int
+    ) -> int:
+        """Add a record; its size in the batch, or 0 when the batch is full (the first record
+        always fits)."""
+    def append(self, **_kwargs: object) -> None:
+        """aiokafka's ``BatchBuilder.append``: a closed batch takes nothing more."""
+    def close(self) -> None:
+        """Take no more records."""
+    def closed(self) -> bool:
+        """Whether the batch takes no more records."""
+    def size(self) -> int:
+        """Bytes of the batch, header included."""
+    def record_count(self) -> int:
+        """Records in the batch."""
+    def _set_producer_state(
+        self, producer_id: int, producer_epoch: int, base_sequence: int
+    ) -> None:
+        """The idempotent producer's id, epoch and first sequence number."""
+    def _build(self) -> bytes:
+        """The batch on the wire (closes it)."""
+
 # --- NATS wire --------------------------------------------------------------------------------
 
 def nats_frames(
@@ -284,6 +314,24 @@ def nats_pub_commands(
     subject when ``reply_prefix`` is empty). Subjects and blocks are checked by the caller."""
 
 # --- dedup ------------------------------------------------------------------------------------
+
+@final
+class RecentIds:
+    """Ids accepted in the last ``window`` seconds (at most ``max_size``): a lookup records
+    nothing, an add restarts the id's window; a window of 0 or less keeps nothing."""
+
+    def __new__(cls, window: float, max_size: int = 100_000) -> Self: ...
+    @property
+    def window(self) -> float:
+        """The window in seconds (0 when nothing is kept)."""
+    def seen(self, item: str, now: float) -> bool:
+        """Whether ``item`` was added within the window before ``now`` (``time.monotonic``)."""
+    def __contains__(self, key: str, /) -> bool: ...
+    def add(self, item: str) -> None:
+        """Remember ``item`` for the window, from now."""
+    def add_all(self, items: Iterable[str]) -> None:
+        """Remember every item for the window, reading the clock once."""
+    def __len__(self) -> int: ...
 
 @final
 class DedupWindow:

@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from agentflow import _native
@@ -29,40 +28,13 @@ def java_partitioner(key: bytes | None, all_partitions: list[int], available: li
     return all_partitions[_native.murmur2_partition(key, len(all_partitions))]
 
 
-class RecentIds:
-    """Ids seen in the last ``window`` seconds (at most ``max_size``); lookup never records."""
+# Ids seen in the last ``window`` seconds (at most ``max_size``); lookup never records, an add
+# restarts the window. Native: the producer checks every output of every flush against it.
+RecentIds = _native.RecentIds
 
-    def __init__(self, window: float, max_size: int = 100_000) -> None:
-        self.window = window
-        self.max_size = max_size
-        self._ids: OrderedDict[str, float] = OrderedDict()
 
-    def __contains__(self, item: str) -> bool:
-        expiry = self._ids.get(item)
-        return expiry is not None and expiry > time.monotonic()
-
-    def seen(self, item: str, now: float) -> bool:
-        """``item in self`` on a clock reading the caller already took."""
-        expiry = self._ids.get(item)
-        return expiry is not None and expiry > now
-
-    def add(self, item: str) -> None:
-        """Remember ``item`` for the window (from now)."""
-        self.add_all((item,))
-
-    def add_all(self, items: Iterable[str]) -> None:
-        """Remember every item for the window (from now), reading the clock once."""
-        if self.window <= 0:
-            return
-        now = time.monotonic()
-        expiry = now + self.window
-        ids = self._ids
-        for item in items:
-            ids.pop(item, None)
-            ids[item] = expiry
-        # Insertion order is expiry order (constant window): trim from the front.
-        while ids and (len(ids) > self.max_size or next(iter(ids.values())) <= now):
-            ids.popitem(last=False)
+# Bytes a record batch adds around its records (the v2 batch header).
+BATCH_HEADER = 61
 
 
 def _record_size(value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]) -> int:
@@ -130,7 +102,7 @@ class Publisher:
         if self.producer is None:
             raise PublishError("Kafka broker is not connected (call connect() first)")
         # One pass, one clock reading: this runs for every output of every flush.
-        batch: list[tuple[OutMessage, bytes | None, list[tuple[str, bytes]]]] = []
+        batch: list[tuple[OutMessage, bytes | None]] = []
         pending: set[str] = set()
         recent, now = self.recent, time.monotonic()
         for msg in messages:
@@ -139,32 +111,30 @@ class Publisher:
                 if dedup in pending or recent.seen(dedup, now):
                     continue  # accepted already inside the window: drop silently
                 pending.add(dedup)
-            key = msg.key.encode("utf-8") if msg.key is not None else None
-            headers = self._pairs(msg.topic, msg.payload, key, msg.headers)
-            batch.append((msg, key, headers))
+            batch.append((msg, msg.key.encode("utf-8") if msg.key is not None else None))
         if len(batch) == 1:  # one output alone (low rates): no gather
-            msg, key, headers = batch[0]
+            msg, key = batch[0]
+            headers = self._pairs(msg.topic, msg.payload, key, msg.headers)
             await self._wait_one(await self._send(msg.topic, msg.payload, key, headers), msg.topic)
         elif batch:
             await self._send_batches(batch)
         recent.add_all(pending)
 
-    async def _send_batches(
-        self, batch: list[tuple[OutMessage, bytes | None, list[tuple[str, bytes]]]]
-    ) -> None:
+    async def _send_batches(self, batch: list[tuple[OutMessage, bytes | None]]) -> None:
         """Send records as one record batch per partition; wait for every batch's ack.
 
         The producer's per-record ``send`` makes a future and a metadata object for each
-        record; a whole flush goes out in a few batches instead, each answered once.
-        Partitions are picked as ``send`` would (murmur2 of the key; keyless records of one
-        flush stay together on one partition, as Kafka's sticky partitioner keeps them).
+        record; a whole flush goes out in a few natively built batches instead
+        (``_native.KafkaBatch``, header dicts encoded straight into records), each answered
+        once. Partitions are picked as ``send`` would (murmur2 of the key; keyless records of
+        one flush stay together on one partition, as Kafka's sticky partitioner keeps them).
+        Every batch is built, and every record's size checked, before the first is sent.
         """
         from aiokafka.errors import KafkaError
 
-        producer = self.producer
         by_partition: dict[tuple[str, int], list[int]] = {}
         partitions: dict[str, tuple[list[int], int]] = {}
-        for i, (msg, key, _) in enumerate(batch):
+        for i, (msg, key) in enumerate(batch):
             topic = msg.topic
             known = partitions.get(topic)
             if known is None:
@@ -175,30 +145,36 @@ class Publisher:
             else:
                 part = all_partitions[_native.murmur2_partition(key, len(all_partitions))]
             by_partition.setdefault((topic, part), []).append(i)
+        ts_ms = time.time_ns() // 1_000_000
+        limit, new_batch = self.settings.max_request_size, self._new_batch
+        built: list[tuple[str, int, _native.KafkaBatch]] = []
+        for (topic, part), indexes in by_partition.items():
+            records = new_batch()
+            for i in indexes:
+                msg, key = batch[i]
+                size = records.add(msg.payload, key, msg.headers, ts_ms)
+                if not size:  # full: start the next batch (the first record always fits)
+                    built.append((topic, part, records))
+                    records = new_batch()
+                    size = records.add(msg.payload, key, msg.headers, ts_ms)
+                if size + BATCH_HEADER > limit:
+                    self._check_size(topic, size + BATCH_HEADER)
+            built.append((topic, part, records))
+        producer = self.producer
         futures: list[asyncio.Future[Any]] = []
         topics: list[str] = []
         try:
-            for (topic, part), indexes in by_partition.items():
-                builder = producer.create_batch()
-                i = 0
-                while i < len(indexes):
-                    msg, key, headers = batch[indexes[i]]
-                    added = builder.append(
-                        timestamp=None, key=key, value=msg.payload, headers=headers
-                    )
-                    if added is not None:
-                        i += 1
-                        continue
-                    # Full: send it and append this record to a fresh batch (the first of a
-                    # batch always fits, so the loop ends).
-                    futures.append(await producer.send_batch(builder, topic, partition=part))
-                    topics.append(topic)
-                    builder = producer.create_batch()
-                futures.append(await producer.send_batch(builder, topic, partition=part))
+            for topic, part, records in built:
+                records.close()  # so the producer's own sends never append to it
+                futures.append(await producer.send_batch(records, topic, partition=part))
                 topics.append(topic)
         except KafkaError as exc:
             raise PublishError(f"Kafka refused a batch of messages: {exc}") from exc
         await self._wait(futures, topics)
+
+    def _new_batch(self) -> _native.KafkaBatch:
+        s = self.settings
+        return _native.KafkaBatch(min(s.max_batch_size, s.max_request_size))
 
     async def _partitions(self, topic: str) -> tuple[list[int], int]:
         """The topic's partitions (from the producer's metadata) and one for keyless records."""

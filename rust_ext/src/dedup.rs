@@ -77,14 +77,26 @@ impl Window {
     /// Record `id` at `now`; true when it was already recorded within the window.
     pub fn seen(&mut self, id: &str, now: f64) -> bool {
         self.evict_expired(now);
-        if let Some(&(ts, _)) = self.entries.get(id) {
-            if now - ts < self.window {
-                return true;
-            }
-            // Expired but not at the front (the clock went backwards earlier): re-record.
+        if self.contains(id, now) {
+            return true;
         }
+        self.insert(id, now);
+        false
+    }
+
+    /// Whether `id` was recorded less than a window before `now` (records nothing).
+    pub fn contains(&self, id: &str, now: f64) -> bool {
+        self.entries.get(id).is_some_and(|&(ts, _)| now - ts < self.window)
+    }
+
+    /// Record `id` as seen at `now`, restarting its window if it was there already.
+    pub fn record(&mut self, id: &str, now: f64) {
+        self.evict_expired(now);
+        self.insert(id, now);
+    }
+
+    fn insert(&mut self, id: &str, now: f64) {
         self.generation += 1;
-        // One allocation shared by the map and the queue.
         let id: Arc<str> = Arc::from(id);
         self.entries.insert(Arc::clone(&id), (now, self.generation));
         self.order.push_back((self.generation, id));
@@ -96,11 +108,9 @@ impl Window {
             self.order
                 .retain(|(g, id)| entries.get(id).is_some_and(|e| e.1 == *g));
         }
-        false
     }
 }
 
-/// `time.monotonic()`: the same clock (CLOCK_MONOTONIC), read without calling into Python.
 fn monotonic(py: Python<'_>) -> PyResult<f64> {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -146,6 +156,70 @@ impl DedupWindow {
     }
 }
 
+/// Ids accepted in the last `window` seconds (at most `max_size`): a lookup records nothing,
+/// an add restarts the id's window. A window of 0 or less keeps nothing.
+#[pyclass(module = "agentflow._native", name = "RecentIds")]
+pub struct RecentIds {
+    inner: Option<Window>,
+}
+
+#[pymethods]
+impl RecentIds {
+    #[new]
+    #[pyo3(signature = (window, max_size=100_000))]
+    fn new(window: f64, max_size: usize) -> PyResult<Self> {
+        if window.is_nan() {
+            return Err(PyValueError::new_err("window must not be NaN"));
+        }
+        let inner = if window > 0.0 {
+            Some(Window::new(window, max_size.max(1)).map_err(PyValueError::new_err)?)
+        } else {
+            None
+        };
+        Ok(RecentIds { inner })
+    }
+
+    /// The window in seconds (0 when nothing is kept).
+    #[getter]
+    fn window(&self) -> f64 {
+        self.inner.as_ref().map_or(0.0, |w| w.window)
+    }
+
+    /// Whether `item` was added within the window before `now` (a clock reading of
+    /// `time.monotonic`).
+    fn seen(&self, item: &str, now: f64) -> bool {
+        self.inner.as_ref().is_some_and(|w| w.contains(item, now))
+    }
+
+    fn __contains__(&self, py: Python<'_>, item: &str) -> PyResult<bool> {
+        Ok(self.seen(item, monotonic(py)?))
+    }
+
+    /// Remember `item` for the window, from now.
+    fn add(&mut self, py: Python<'_>, item: &str) -> PyResult<()> {
+        if let Some(w) = self.inner.as_mut() {
+            w.record(item, monotonic(py)?);
+        }
+        Ok(())
+    }
+
+    /// Remember every item (an iterable of str) for the window, reading the clock once.
+    fn add_all(&mut self, py: Python<'_>, items: &Bound<'_, PyAny>) -> PyResult<()> {
+        let Some(w) = self.inner.as_mut() else {
+            return Ok(());
+        };
+        let now = monotonic(py)?;
+        for item in items.try_iter()? {
+            w.record(item?.cast::<pyo3::types::PyString>()?.to_str()?, now);
+        }
+        Ok(())
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.as_ref().map_or(0, Window::len)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +240,22 @@ mod tests {
         assert!(w.seen("d", 14.0));
         assert!(!w.seen("x", 100.0));
         assert_eq!(w.len(), 1);
+    }
+
+    #[test]
+    fn record_restarts_the_window_and_contains_records_nothing() {
+        let mut w = Window::new(10.0, 2).unwrap();
+        assert!(!w.contains("a", 0.0));
+        assert_eq!(w.len(), 0);
+        w.record("a", 0.0);
+        assert!(w.contains("a", 9.9));
+        w.record("a", 8.0); // restarted: good until 18
+        assert!(w.contains("a", 17.9));
+        assert!(!w.contains("a", 18.0));
+        w.record("b", 9.0);
+        w.record("c", 9.5); // over max_entries: the oldest ("a", refreshed at 8) goes
+        assert!(!w.contains("a", 10.0));
+        assert!(w.contains("b", 10.0) && w.contains("c", 10.0));
     }
 
     #[test]

@@ -4,6 +4,7 @@ retry tiers and topic patterns. No broker needed."""
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import pytest
@@ -316,6 +317,18 @@ def test_recent_ids_window() -> None:
     off = RecentIds(window=0)
     off.add("a")
     assert "a" not in off
+
+
+def test_recent_ids_add_restarts_the_window_and_lookups_record_nothing() -> None:
+    ids = RecentIds(window=10, max_size=10)
+    now = time.monotonic()
+    assert not ids.seen("a", now) and len(ids) == 0, "a lookup records nothing"
+    ids.add_all(["a", "b"])
+    assert ids.seen("a", now + 9.9) and not ids.seen("a", now + 10.1)
+    later = time.monotonic()
+    ids.add_all(["a"])  # added again: its window starts over
+    assert ids.seen("a", later + 9.9) and not ids.seen("b", later + 10.1)
+    assert len(ids) == 2
 
 
 class _Part:
