@@ -163,7 +163,24 @@ class Processor:
                 if self.wants_context
                 else None
             )
-            result = await self._timed(p.value, ctx, task, deadlines)
+            # AgentSpec admits coroutine functions only: this is a coroutine.
+            handler = self.spec.handler
+            coro = cast(
+                Coroutine[Any, Any, Any],
+                handler(p.value, ctx) if ctx is not None else handler(p.value),
+            )
+            if task is None or deadlines is None:
+                result = await self._bounded(coro)
+            else:
+                # The first step runs here, untimed: a call that finishes without waiting
+                # cannot be cancelled anyway (cancellation lands at an await).
+                started = deadlines.now()
+                try:
+                    result = self._timed(coro, coro.send(None), started, task, deadlines)
+                except StopIteration as done:
+                    result = done.value
+                else:
+                    result = await result
             pending = ctx._outputs if ctx is not None else ()
             out = self._outputs(d, correlation, message_id, key, pending, result)
             if not out and claim_key is None:
@@ -284,33 +301,24 @@ class Processor:
             waiter = self._unsettled[claim_key] = asyncio.get_running_loop().create_future()
         await asyncio.shield(waiter)
 
+    async def _bounded(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Await the handler's call under ``asyncio.timeout`` (no worker deadlines here)."""
+        try:
+            async with asyncio.timeout(self.spec.timeout):
+                return await coro
+        except TimeoutError as exc:
+            raise self._timeout_error() from exc
+
     async def _timed(
         self,
-        value: Any,
-        ctx: Context | None,
-        task: asyncio.Task[Any] | None,
-        deadlines: Deadlines | None,
+        coro: Coroutine[Any, Any, Any],
+        first: Any,
+        started: float,
+        task: asyncio.Task[Any],
+        deadlines: Deadlines,
     ) -> Any:
-        """Run the handler under the agent's timeout (expiry raises ``TimeoutError``)."""
-        # AgentSpec admits coroutine functions only: this is a coroutine.
-        coro = cast(
-            Coroutine[Any, Any, Any],
-            self.spec.handler(value, ctx) if ctx is not None else self.spec.handler(value),
-        )
-        if task is None or deadlines is None:
-            try:
-                async with asyncio.timeout(self.spec.timeout):
-                    return await coro
-            except TimeoutError as exc:
-                raise self._timeout_error() from exc
-        started = deadlines.now()
-        # The first step runs outside the deadline's bookkeeping: a call that finishes
-        # without waiting cannot be cancelled anyway (cancellation lands at an await), so
-        # only a call that waits is timed, from when it started.
-        try:
-            first = coro.send(None)
-        except StopIteration as done:
-            return done.value
+        """The rest of a handler call that waits (``first``: what its first step yielded),
+        under the agent's timeout from ``started`` (expiry raises ``TimeoutError``)."""
         call = deadlines.start(task, started)
         consumed = False  # whether our cancellation request was taken back
         try:

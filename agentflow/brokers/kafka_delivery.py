@@ -32,6 +32,7 @@ class Part:
         "buffer",
         "current",
         "dirty",
+        "id_prefix",
         "live",
         "revoking",
         "tier",
@@ -45,6 +46,8 @@ class Part:
         # Retry tiers deliver under the name of the topic they retry.
         self.base_topic: str = split[0] if split else tp.topic
         self.tier = split is not None
+        # ``fallback_id`` of this partition's own records, but for the offset.
+        self.id_prefix = f"{self.base_topic}:{tp.partition}:"
         # None until the attempt record of the previous owner has been read.
         self.tracker: PartitionTracker | None = None
         self.buffer: deque[Any] = deque()
@@ -75,6 +78,7 @@ class KafkaDelivery(Delivery):
     """A record of a partition (or of a retry tier, shown under its original topic)."""
 
     __slots__ = (
+        "_fallback_id",
         "_sub",
         "deadline",
         "delivery_count",
@@ -117,11 +121,14 @@ class KafkaDelivery(Delivery):
         self.key = key.decode("utf-8", "replace") if key is not None else None
         self.delivery_count = delivery_count
         origin = parse_origin(raw_headers.get(RETRY_ORIGIN)) if part.tier else None
-        self.origin: tuple[str, int, int] = origin or (
-            part.base_topic,
-            record.partition,
-            record.offset,
-        )
+        if origin is None:
+            origin = (part.base_topic, record.partition, record.offset)
+            # Per message (the id of every message without an af-id): from the prefix.
+            self._fallback_id = part.id_prefix + str(record.offset)
+        else:
+            self._fallback_id = f"{origin[0]}:{origin[1]}:{origin[2]}"
+        # Where the original record lives (a retry-tier copy names the record it retries).
+        self.origin: tuple[str, int, int] = origin
         self.returned = False
         self.finished = False
         self.superseded = False
@@ -136,8 +143,7 @@ class KafkaDelivery(Delivery):
     @property
     def fallback_id(self) -> str:
         """``<topic>:<partition>:<offset>`` of the original record (stable across retries)."""
-        topic, partition, offset = self.origin
-        return f"{topic}:{partition}:{offset}"
+        return self._fallback_id
 
     @property
     def stale(self) -> bool:

@@ -309,29 +309,30 @@ fn add_extra<'py>(
 #[allow(clippy::too_many_arguments)]
 pub fn output_headers<'py>(
     py: Python<'py>,
-    parent_id: &str,
-    agent: &str,
+    parent_id: &Bound<'py, PyString>,
+    agent: &Bound<'py, PyString>,
     index: u64,
-    key: Option<&str>,
-    correlation_id: &str,
+    key: Option<&Bound<'py, PyString>>,
+    correlation_id: &Bound<'py, PyString>,
     ts_ms: u64,
-    content_type: &str,
+    content_type: &Bound<'py, PyString>,
     trace: Option<&Bound<'py, PyAny>>,
     extra: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let out_id = crate::ids::derive_id(parent_id, agent, index);
-    let d = encode_headers(
-        py,
-        &out_id,
-        key,
-        1,
-        Some(correlation_id),
-        Some(parent_id),
-        Some(agent),
-        ts_ms,
-        content_type,
-        None,
-    )?;
+    // The caller's strings go into the dict as they are (no copy per output); the layout is
+    // encode_headers' (attempt 1, the input as causation).
+    let out_id = crate::ids::derive_id(parent_id.to_str()?, agent.to_str()?, index);
+    let d = PyDict::new(py);
+    d.set_item(intern!(py, H_ID), out_id)?;
+    if let Some(k) = key {
+        d.set_item(intern!(py, H_KEY), k)?;
+    }
+    d.set_item(intern!(py, H_ATTEMPT), intern!(py, "1"))?;
+    d.set_item(intern!(py, H_CORRELATION), correlation_id)?;
+    d.set_item(intern!(py, H_CAUSATION), parent_id)?;
+    d.set_item(intern!(py, H_AGENT), agent)?;
+    d.set_item(intern!(py, H_TS), ts_ms.to_string())?;
+    d.set_item(intern!(py, H_CONTENT_TYPE), content_type)?;
     if let Some(trace) = trace.and_then(|t| t.cast::<PyDict>().ok()) {
         if let Some(parent) = trace.get_item(intern!(py, H_TRACEPARENT))? {
             d.set_item(intern!(py, H_TRACEPARENT), parent)?;
