@@ -77,7 +77,8 @@ class NatsSubscription(Subscription):
         self._marks = marks
         self._max_deliver = max_deliver
         self._buffer: deque[_Held] = deque()  # pulled, not handed out yet, in stream order
-        self._outstanding: set[NatsDelivery] = set()
+        # Handed out and not settled, by stream sequence (a redelivery shares its sequence).
+        self._outstanding: dict[int, NatsDelivery] = {}
         self._suspect_out = False
         # After a suspect, pull one message at a time until fresh ones come again.
         self._suspect_mode = False
@@ -89,7 +90,8 @@ class NatsSubscription(Subscription):
         self._heartbeat = asyncio.create_task(self._heartbeat_buffer(interval))
 
     def _settled(self, delivery: NatsDelivery) -> None:
-        self._outstanding.discard(delivery)
+        if self._outstanding.get(delivery.seq) is delivery:
+            del self._outstanding[delivery.seq]
         if delivery.suspect:
             self._suspect_out = False
         if not self._outstanding:
@@ -132,15 +134,17 @@ class NatsSubscription(Subscription):
 
     def _drop_superseded(self, pulled: list[Msg]) -> None:
         """Forget held deliveries the server has since handed out again (they expired)."""
-        seqs = {ack_info(m)[2] for m in pulled}
-        for old in [d for d in self._outstanding if int(d._position["seq"]) in seqs]:
-            # Its ack would still be accepted, but it must not hold suspects back.
-            self._settled(old)
+        outstanding = self._outstanding
+        for msg in pulled:
+            old = outstanding.get(ack_info(msg)[2])
+            if old is not None:
+                # Its ack would still be accepted, but it must not hold suspects back.
+                self._settled(old)
 
     def _hand_out(self, held: _Held) -> NatsDelivery:
         msg, suspect, free, info = held
         delivery = NatsDelivery(msg, self, suspect, free, info)
-        self._outstanding.add(delivery)
+        self._outstanding[delivery.seq] = delivery
         self._idle.clear()
         if suspect:
             self._suspect_out = True
@@ -225,7 +229,7 @@ class NatsSubscription(Subscription):
         self._heartbeat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._heartbeat
-        for delivery in list(self._outstanding):
+        for delivery in list(self._outstanding.values()):
             await delivery.nak()
         leftovers = list(self._buffer)
         self._buffer.clear()

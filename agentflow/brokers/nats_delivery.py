@@ -37,6 +37,7 @@ class NatsDelivery(Delivery):
         "headers",
         "key",
         "payload",
+        "seq",
         "suspect",
         "topic",
     )
@@ -65,6 +66,7 @@ class NatsDelivery(Delivery):
         self._free = free
         # Deliveries that were handed back unseen (nats_suspects) are not attempts.
         self.delivery_count = max(num_delivered - free, 1)
+        self.seq = seq  # the stream sequence: what a redelivery shares with this delivery
         self._position = {"stream": stream, "seq": str(seq)}
 
     @property
@@ -91,7 +93,7 @@ class NatsDelivery(Delivery):
                 await self._owner._marks.write(
                     self._owner.stream,
                     self._owner.durable,
-                    int(self._position["seq"]),
+                    self.seq,
                     Mark(self._num_delivered, self._free, suspect=False),
                 )
                 await self._msg.nak(delay=delay if delay and delay > 0 else None)

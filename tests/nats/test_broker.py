@@ -232,7 +232,12 @@ async def test_ack_wait_expiry_redelivers_and_in_progress_extends_it(
     # Never settled: after ack_wait the server hands it out again (replacing the stale copy).
     [again] = await drain(sub, 1, timeout=3)
     assert again.payload == b"lost" and again.delivery_count == 2
+    held = sub._outstanding  # type: ignore[attr-defined]
+    assert list(held.values()) == [again], "the stale copy is no longer held"
+    await _lost.ack()  # late, on the stale copy: the live copy of that message stays held
+    assert list(held.values()) == [again]
     await again.ack()
+    assert not held
     await broker.publish([msg(topic, "slow")])
     [slow] = await drain(sub, 1)
     t0 = time.monotonic()
