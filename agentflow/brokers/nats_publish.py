@@ -170,30 +170,39 @@ class Publisher:
         """Send (subject, header block, payload) JetStream publishes as few writes as the
         window allows; :meth:`answer` waits for each PubAck (errors as there)."""
         timeout = min(timeout, self._timeout)
+        return [
+            Request(subject, timeout, sent, i)
+            for sent, part in await self.send_writes(messages, timeout)
+            for i, (subject, _, _) in enumerate(part)
+        ]
+
+    async def send_writes(
+        self, messages: Sequence[tuple[str, bytes, bytes]], timeout: float = _TRY_TIMEOUT
+    ) -> list[tuple[Sent, Sequence[tuple[str, bytes, bytes]]]]:
+        """``send_requests`` without a ``Request`` per message: each write's ``Sent`` and the
+        messages it carried, in order (``Sent.answers`` holds their PubAcks as they come)."""
+        timeout = min(timeout, self._timeout)
         deadline = time.monotonic() + timeout
-        requests: list[Request] = []
-        while len(requests) < len(messages):
-            subject = messages[len(requests)][0]
-            fits = await self._acks.room_for(len(messages) - len(requests), deadline)
+        writes: list[tuple[Sent, Sequence[tuple[str, bytes, bytes]]]] = []
+        done = 0
+        while done < len(messages):
+            subject = messages[done][0]
+            fits = await self._acks.room_for(len(messages) - done, deadline)
             if not self._nc.is_connected or fits <= 0:
                 raise PublishError(f"cannot publish to {subject!r}: NATS is not connected")
-            frames = messages[len(requests) : len(requests) + fits]
+            frames = messages[done : done + fits]
             try:
                 sent = await self._acks.send(frames, deadline)
             except nats.errors.Error as exc:
                 raise PublishError(f"cannot publish to {subject!r}: {exc!r}") from None
-            requests.extend(Request(f[0], timeout, sent, i) for i, f in enumerate(frames))
-        return requests
+            writes.append((sent, frames))
+            done += len(frames)
+        return writes
 
-    @staticmethod
-    async def all_answered(requests: Sequence[Request]) -> None:
-        """Wait until every request has its answer (one wait per write they went out in)."""
-        last: Sent | None = None
-        for request in requests:
-            if request.sent is not last:
-                last = request.sent
-                if last.left:
-                    await last.done
+    @property
+    def request_timeout(self) -> float:
+        """How long a request sent with the default timeout waits for its PubAck."""
+        return min(_TRY_TIMEOUT, self._timeout)
 
     @staticmethod
     async def answer(request: Request) -> None:

@@ -282,26 +282,30 @@ class NatsKvStore(IdempotencyStore):
             frames.append((f"{prefix}{k}", _CREATE, head + owner.encode() + b'"}'))
             holds.append((key, k, held, before))
         try:
-            requests = await publisher.send_requests(frames)
+            writes = await publisher.send_writes(frames)
         except PublishError as exc:
             for key, _, held, before in reversed(holds):
                 self._unhold(key, held, before)
             error = await self._write_failed(keys[0], exc) if keys else exc
             return [error] * len(keys)
-        await Publisher.all_answered(requests)
         out: list[Claim | Exception] = []
-        for (key, k, held, before), request in zip(holds, requests, strict=True):
-            if not isinstance(request.sent.answers[request.slot], Exception):
-                out.append(FIRST_CLAIM)  # the usual case: the create was stored
-                continue
-            try:
-                await self._answered(key, request)  # raises what the answer says
-                out.append(FIRST_CLAIM)
-            except KeyWrongLastSequenceError:
-                self._unhold(key, held, before)
-                out.append(await self._claim_or_error(key, k, lease))
-            except Exception as exc:
-                out.append(exc)
+        for sent, _ in writes:
+            if sent.left:
+                await sent.done
+            for slot, answer in enumerate(sent.answers):
+                key, k, held, before = holds[len(out)]
+                if not isinstance(answer, Exception):
+                    out.append(FIRST_CLAIM)  # the usual case: the create was stored
+                    continue
+                request = Request(frames[len(out)][0], publisher.request_timeout, sent, slot)
+                try:
+                    await self._answered(key, request)  # raises what the answer says
+                    out.append(FIRST_CLAIM)
+                except KeyWrongLastSequenceError:
+                    self._unhold(key, held, before)
+                    out.append(await self._claim_or_error(key, k, lease))
+                except Exception as exc:
+                    out.append(exc)
         return out
 
     async def _claim_or_error(self, key: str, k: str, lease: float) -> Claim | Exception:
