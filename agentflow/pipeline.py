@@ -164,11 +164,8 @@ class Processor:
                 else None
             )
             # AgentSpec admits coroutine functions only: this is a coroutine.
-            handler = self.spec.handler
-            coro = cast(
-                Coroutine[Any, Any, Any],
-                handler(p.value, ctx) if ctx is not None else handler(p.value),
-            )
+            fn = self.spec.handler
+            coro = cast(Coroutine[Any, Any, Any], fn(p.value, ctx) if ctx else fn(p.value))
             if task is None or deadlines is None:
                 result = await self._bounded(coro)
             else:

@@ -73,6 +73,7 @@ impl Records {
     }
 
     /// Add one record; its size in the batch, or None when it does not fit (batch unchanged).
+    #[cfg(test)]
     pub fn push(
         &mut self,
         value: Option<&[u8]>,
