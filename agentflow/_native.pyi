@@ -3,10 +3,13 @@
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Self, final
 
+from agentflow.brokers.base import OutMessage
+
 __all__ = [
     "CelProgram",
     "DedupWindow",
     "Envelope",
+    "Fingerprints",
     "KafkaBatch",
     "MessagePlan",
     "RecentIds",
@@ -17,6 +20,7 @@ __all__ = [
     "derive_id",
     "encode_headers",
     "extract_key",
+    "kafka_flush",
     "kafka_header_dict",
     "kafka_headers",
     "murmur2_partition",
@@ -297,6 +301,21 @@ class KafkaBatch:
     def _build(self) -> bytes:
         """The batch on the wire (closes it)."""
 
+def kafka_flush(
+    messages: Sequence[OutMessage],
+    recent: RecentIds,
+    now: float,
+    targets: dict[str, tuple[list[int], int]],
+    batch_size: int,
+    ts_ms: int,
+    max_request_size: int,
+) -> tuple[list[tuple[str, int, KafkaBatch]], Fingerprints, tuple[str, int] | None]:
+    """A flush's outputs as record batches of at most ``batch_size`` bytes:
+    ``(batches as (topic, partition, batch), dedup ids accepted (for
+    ``recent.add_fingerprints`` once sent), first oversized record as (topic, bytes) or
+    None)``. ``targets``: per topic, its sorted partitions and the one for
+    keyless records; ids ``recent`` saw at ``now`` (or seen earlier in the flush) are dropped."""
+
 # --- NATS wire --------------------------------------------------------------------------------
 
 def nats_frames(
@@ -316,6 +335,12 @@ def nats_pub_commands(
 # --- dedup ------------------------------------------------------------------------------------
 
 @final
+class Fingerprints:
+    """Fingerprints of the ids a flush accepted, for the ``RecentIds`` they were taken for."""
+
+    def __len__(self) -> int: ...
+
+@final
 class RecentIds:
     """Ids accepted in the last ``window`` seconds (at most ``max_size``): a lookup records
     nothing, an add restarts the id's window; a window of 0 or less keeps nothing."""
@@ -331,6 +356,8 @@ class RecentIds:
         """Remember ``item`` for the window, from now."""
     def add_all(self, items: Iterable[str]) -> None:
         """Remember every item for the window, reading the clock once."""
+    def add_fingerprints(self, accepted: Fingerprints) -> None:
+        """Remember the ids a flush accepted (taken for this window), from now."""
     def __len__(self) -> int: ...
 
 @final

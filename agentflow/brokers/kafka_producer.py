@@ -33,10 +33,6 @@ def java_partitioner(key: bytes | None, all_partitions: list[int], available: li
 RecentIds = _native.RecentIds
 
 
-# Bytes a record batch adds around its records (the v2 batch header).
-BATCH_HEADER = 61
-
-
 def _record_size(value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]) -> int:
     from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
@@ -101,65 +97,45 @@ class Publisher:
         """Send every message not published within the dedup window; wait for all acks."""
         if self.producer is None:
             raise PublishError("Kafka broker is not connected (call connect() first)")
-        # One pass, one clock reading: this runs for every output of every flush.
-        batch: list[tuple[OutMessage, bytes | None]] = []
-        pending: set[str] = set()
-        recent, now = self.recent, time.monotonic()
-        for msg in messages:
+        if len(messages) == 1:  # one output alone (low rates): no batch of batches
+            msg = messages[0]
             dedup = msg.dedup_id or msg.headers.get("af-id")
-            if dedup:
-                if dedup in pending or recent.seen(dedup, now):
-                    continue  # accepted already inside the window: drop silently
-                pending.add(dedup)
-            batch.append((msg, msg.key.encode("utf-8") if msg.key is not None else None))
-        if len(batch) == 1:  # one output alone (low rates): no gather
-            msg, key = batch[0]
+            if dedup and self.recent.seen(dedup, time.monotonic()):
+                return  # accepted already inside the window: drop silently
+            key = msg.key.encode("utf-8") if msg.key is not None else None
             headers = self._pairs(msg.topic, msg.payload, key, msg.headers)
             await self._wait_one(await self._send(msg.topic, msg.payload, key, headers), msg.topic)
-        elif batch:
-            await self._send_batches(batch)
-        recent.add_all(pending)
+            if dedup:
+                self.recent.add(dedup)
+        elif messages:
+            await self._send_batches(messages)
 
-    async def _send_batches(self, batch: list[tuple[OutMessage, bytes | None]]) -> None:
+    async def _send_batches(self, messages: Sequence[OutMessage]) -> None:
         """Send records as one record batch per partition; wait for every batch's ack.
 
         The producer's per-record ``send`` makes a future and a metadata object for each
         record; a whole flush goes out in a few natively built batches instead
-        (``_native.KafkaBatch``, header dicts encoded straight into records), each answered
-        once. Partitions are picked as ``send`` would (murmur2 of the key; keyless records of
-        one flush stay together on one partition, as Kafka's sticky partitioner keeps them).
-        Every batch is built, and every record's size checked, before the first is sent.
+        (``_native.kafka_flush``: dedup window, key, partition and record in one pass), each
+        answered once. Partitions are picked as ``send`` would (murmur2 of the key; keyless
+        records of one flush stay together on one partition, as Kafka's sticky partitioner
+        keeps them). Every batch is built, and every record's size checked, before the first
+        is sent.
         """
         from aiokafka.errors import KafkaError
 
-        by_partition: dict[tuple[str, int], list[int]] = {}
-        partitions: dict[str, tuple[list[int], int]] = {}
-        for i, (msg, key) in enumerate(batch):
-            topic = msg.topic
-            known = partitions.get(topic)
-            if known is None:
-                known = partitions[topic] = await self._partitions(topic)
-            all_partitions, sticky = known
-            if key is None:
-                part = sticky
-            else:
-                part = all_partitions[_native.murmur2_partition(key, len(all_partitions))]
-            by_partition.setdefault((topic, part), []).append(i)
-        ts_ms = time.time_ns() // 1_000_000
-        limit, new_batch = self.settings.max_request_size, self._new_batch
-        built: list[tuple[str, int, _native.KafkaBatch]] = []
-        for (topic, part), indexes in by_partition.items():
-            records = new_batch()
-            for i in indexes:
-                msg, key = batch[i]
-                size = records.add(msg.payload, key, msg.headers, ts_ms)
-                if not size:  # full: start the next batch (the first record always fits)
-                    built.append((topic, part, records))
-                    records = new_batch()
-                    size = records.add(msg.payload, key, msg.headers, ts_ms)
-                if size + BATCH_HEADER > limit:
-                    self._check_size(topic, size + BATCH_HEADER)
-            built.append((topic, part, records))
+        s = self.settings
+        targets = {topic: await self._partitions(topic) for topic in {m.topic for m in messages}}
+        built, accepted, oversize = _native.kafka_flush(
+            messages,
+            self.recent,
+            time.monotonic(),
+            targets,
+            min(s.max_batch_size, s.max_request_size),
+            time.time_ns() // 1_000_000,
+            s.max_request_size,
+        )
+        if oversize is not None:
+            self._check_size(*oversize)
         producer = self.producer
         futures: list[asyncio.Future[Any]] = []
         topics: list[str] = []
@@ -171,10 +147,7 @@ class Publisher:
         except KafkaError as exc:
             raise PublishError(f"Kafka refused a batch of messages: {exc}") from exc
         await self._wait(futures, topics)
-
-    def _new_batch(self) -> _native.KafkaBatch:
-        s = self.settings
-        return _native.KafkaBatch(min(s.max_batch_size, s.max_request_size))
+        self.recent.add_fingerprints(accepted)
 
     async def _partitions(self, topic: str) -> tuple[list[int], int]:
         """The topic's partitions (from the producer's metadata) and one for keyless records."""

@@ -2,8 +2,37 @@
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use siphasher::sip128::{Hasher128, SipHasher13};
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// An id's 128-bit fingerprint: SipHash-1-3 under a key drawn per window, so ids nobody can
+/// predict the key of never collide in practice (about n^2 / 2^129 for n ids), and the
+/// window holds plain numbers instead of a heap string per id.
+pub type Fingerprint = u128;
+
+/// The table's hasher: a fingerprint is already a keyed hash, so its low bits are the hash.
+#[derive(Default)]
+pub struct Folded(u64);
+
+impl Hasher for Folded {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u128 keys are hashed here (write_u128 below); fold anything else anyway.
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
+        }
+    }
+
+    fn write_u128(&mut self, value: u128) {
+        self.0 = value as u64 ^ (value >> 64) as u64;
+    }
+}
 
 /// Ids seen within the last `window` seconds, at most `max_entries` of them.
 ///
@@ -13,11 +42,29 @@ use std::sync::Arc;
 pub struct Window {
     window: f64,
     max_entries: usize,
-    /// id -> (first seen, generation)
-    entries: HashMap<Arc<str>, (f64, u64)>,
+    key: (u64, u64),
+    /// fingerprint -> (first seen, generation)
+    entries: HashMap<Fingerprint, (f64, u64), BuildHasherDefault<Folded>>,
     /// Insertion order: (generation, id). Entries whose generation no longer matches are stale.
-    order: VecDeque<(u64, Arc<str>)>,
+    order: VecDeque<(u64, Fingerprint)>,
     generation: u64,
+}
+
+impl std::fmt::Debug for Folded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Folded")
+    }
+}
+
+fn random_key() -> (u64, u64) {
+    let mut bytes = [0u8; 16];
+    // Without an OS random source the key is fixed: still correct, just predictable.
+    let _ = getrandom::fill(&mut bytes);
+    let (a, b) = bytes.split_at(8);
+    (
+        u64::from_le_bytes(a.try_into().expect("8 bytes")),
+        u64::from_le_bytes(b.try_into().expect("8 bytes")),
+    )
 }
 
 impl Window {
@@ -33,7 +80,8 @@ impl Window {
         Ok(Window {
             window,
             max_entries,
-            entries: HashMap::new(),
+            key: random_key(),
+            entries: HashMap::default(),
             order: VecDeque::new(),
             generation: 0,
         })
@@ -47,6 +95,13 @@ impl Window {
         self.entries.is_empty()
     }
 
+    /// The fingerprint this window keeps for `id`.
+    pub fn fingerprint(&self, id: &str) -> Fingerprint {
+        let mut h = SipHasher13::new_with_keys(self.key.0, self.key.1);
+        h.write(id.as_bytes());
+        h.finish128().as_u128()
+    }
+
     fn pop_oldest(&mut self) {
         while let Some((generation, id)) = self.order.pop_front() {
             if self.entries.get(&id).is_some_and(|e| e.1 == generation) {
@@ -57,11 +112,11 @@ impl Window {
     }
 
     fn evict_expired(&mut self, now: f64) {
-        while let Some((generation, id)) = self.order.front() {
-            match self.entries.get(id) {
-                Some(&(ts, g)) if g == *generation => {
+        while let Some(&(generation, id)) = self.order.front() {
+            match self.entries.get(&id) {
+                Some(&(ts, g)) if g == generation => {
                     if now - ts >= self.window {
-                        self.entries.remove(id);
+                        self.entries.remove(&id);
                         self.order.pop_front();
                     } else {
                         break;
@@ -77,29 +132,41 @@ impl Window {
     /// Record `id` at `now`; true when it was already recorded within the window.
     pub fn seen(&mut self, id: &str, now: f64) -> bool {
         self.evict_expired(now);
-        if self.contains(id, now) {
+        let fp = self.fingerprint(id);
+        if self.contains_fp(fp, now) {
             return true;
         }
-        self.insert(id, now);
+        self.insert(fp, now);
         false
     }
 
     /// Whether `id` was recorded less than a window before `now` (records nothing).
     pub fn contains(&self, id: &str, now: f64) -> bool {
-        self.entries.get(id).is_some_and(|&(ts, _)| now - ts < self.window)
+        self.contains_fp(self.fingerprint(id), now)
+    }
+
+    /// `contains`, for a fingerprint from `fingerprint`.
+    pub fn contains_fp(&self, fp: Fingerprint, now: f64) -> bool {
+        self.entries
+            .get(&fp)
+            .is_some_and(|&(ts, _)| now - ts < self.window)
     }
 
     /// Record `id` as seen at `now`, restarting its window if it was there already.
     pub fn record(&mut self, id: &str, now: f64) {
-        self.evict_expired(now);
-        self.insert(id, now);
+        self.record_fp(self.fingerprint(id), now);
     }
 
-    fn insert(&mut self, id: &str, now: f64) {
+    /// `record`, for a fingerprint from `fingerprint`.
+    pub fn record_fp(&mut self, fp: Fingerprint, now: f64) {
+        self.evict_expired(now);
+        self.insert(fp, now);
+    }
+
+    fn insert(&mut self, fp: Fingerprint, now: f64) {
         self.generation += 1;
-        let id: Arc<str> = Arc::from(id);
-        self.entries.insert(Arc::clone(&id), (now, self.generation));
-        self.order.push_back((self.generation, id));
+        self.entries.insert(fp, (now, self.generation));
+        self.order.push_back((self.generation, fp));
         while self.entries.len() > self.max_entries {
             self.pop_oldest();
         }
@@ -156,11 +223,38 @@ impl DedupWindow {
     }
 }
 
+/// Fingerprints of ids a flush accepted (`kafka_flush`), to remember in the `RecentIds`
+/// they were taken for once the flush was sent.
+#[pyclass(module = "agentflow._native", name = "Fingerprints", frozen)]
+pub struct Fingerprints {
+    pub(crate) key: (u64, u64),
+    pub(crate) fps: Vec<Fingerprint>,
+}
+
+#[pymethods]
+impl Fingerprints {
+    fn __len__(&self) -> usize {
+        self.fps.len()
+    }
+}
+
 /// Ids accepted in the last `window` seconds (at most `max_size`): a lookup records nothing,
 /// an add restarts the id's window. A window of 0 or less keeps nothing.
 #[pyclass(module = "agentflow._native", name = "RecentIds")]
 pub struct RecentIds {
     inner: Option<Window>,
+}
+
+impl RecentIds {
+    /// The window, for other native code (None when nothing is kept).
+    pub(crate) fn inner(&self) -> Option<&Window> {
+        self.inner.as_ref()
+    }
+
+    /// The key fingerprints of this window are taken with (None when nothing is kept).
+    pub(crate) fn key(&self) -> Option<(u64, u64)> {
+        self.inner.as_ref().map(|w| w.key)
+    }
 }
 
 #[pymethods]
@@ -211,6 +305,23 @@ impl RecentIds {
         let now = monotonic(py)?;
         for item in items.try_iter()? {
             w.record(item?.cast::<pyo3::types::PyString>()?.to_str()?, now);
+        }
+        Ok(())
+    }
+
+    /// Remember the ids a flush accepted (fingerprints taken for this window), from now.
+    fn add_fingerprints(&mut self, py: Python<'_>, accepted: &Fingerprints) -> PyResult<()> {
+        let Some(w) = self.inner.as_mut() else {
+            return Ok(());
+        };
+        if accepted.key != w.key {
+            return Err(PyValueError::new_err(
+                "fingerprints were taken for another RecentIds",
+            ));
+        }
+        let now = monotonic(py)?;
+        for &fp in &accepted.fps {
+            w.record_fp(fp, now);
         }
         Ok(())
     }

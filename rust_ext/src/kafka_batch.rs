@@ -100,7 +100,11 @@ impl Records {
         ts_ms: i64,
         headers: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
     ) -> Result<Option<usize>, E> {
-        let first_ts = if self.count == 0 { ts_ms } else { self.first_ts };
+        let first_ts = if self.count == 0 {
+            ts_ms
+        } else {
+            self.first_ts
+        };
         let body = &mut self.scratch;
         body.clear();
         body.push(0); // record attributes: unused
@@ -174,7 +178,10 @@ fn put_text(body: &mut Vec<u8>, text: &Bound<'_, PyAny>, what: &str) -> PyResult
     let s = text.cast::<PyString>().map_err(|_| {
         pyo3::exceptions::PyTypeError::new_err(format!(
             "Kafka header {what} must be str, not {}",
-            text.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+            text.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
         ))
     })?;
     match s.to_str() {
@@ -196,6 +203,34 @@ fn put_text(body: &mut Vec<u8>, text: &Bound<'_, PyAny>, what: &str) -> PyResult
 pub struct KafkaBatch {
     records: Records,
     closed: bool,
+}
+
+impl KafkaBatch {
+    /// An open, empty batch (for the flush planner).
+    pub(crate) fn open(batch_size: usize) -> Self {
+        KafkaBatch {
+            records: Records::new(batch_size, false),
+            closed: false,
+        }
+    }
+
+    /// Add a record with a header dict; its size, or None when the batch is full.
+    pub(crate) fn push_dict(
+        &mut self,
+        value: Option<&[u8]>,
+        key: Option<&[u8]>,
+        headers: &Bound<'_, PyDict>,
+        ts_ms: i64,
+    ) -> PyResult<Option<usize>> {
+        self.records
+            .push_with(value, key, headers.len(), ts_ms, |body| {
+                for (name, value) in headers.iter() {
+                    put_text(body, &name, "name")?;
+                    put_text(body, &value, "value")?;
+                }
+                Ok::<(), PyErr>(())
+            })
+    }
 }
 
 #[pymethods]
@@ -221,16 +256,7 @@ impl KafkaBatch {
         if self.closed {
             return Err(PyValueError::new_err("the Kafka batch is closed"));
         }
-        let written = self
-            .records
-            .push_with(value, key, headers.len(), ts_ms, |body| {
-                for (name, value) in headers.iter() {
-                    put_text(body, &name, "name")?;
-                    put_text(body, &value, "value")?;
-                }
-                Ok::<(), PyErr>(())
-            })?;
-        Ok(written.unwrap_or(0))
+        Ok(self.push_dict(value, key, headers, ts_ms)?.unwrap_or(0))
     }
 
     /// aiokafka's `BatchBuilder.append`: a closed batch takes nothing more (returns None).
@@ -304,13 +330,18 @@ mod tests {
     #[test]
     fn header_fields_and_crc() {
         let mut r = Records::new(1 << 20, false);
-        let size = r.push(Some(b"v"), Some(b"k"), &[(b"h", b"1")], 1000).unwrap();
+        let size = r
+            .push(Some(b"v"), Some(b"k"), &[(b"h", b"1")], 1000)
+            .unwrap();
         r.push(Some(b"w"), None, &[], 1003).unwrap();
         r.set_producer_state(7, 2, 40);
         assert_eq!(size, 13);
         let total = r.size();
         let b = r.build().to_vec();
-        assert_eq!(i32::from_be_bytes(b[8..12].try_into().unwrap()) as usize, total - 12);
+        assert_eq!(
+            i32::from_be_bytes(b[8..12].try_into().unwrap()) as usize,
+            total - 12
+        );
         assert_eq!(b[16], 2);
         assert_eq!(i32::from_be_bytes(b[23..27].try_into().unwrap()), 1); // last delta
         assert_eq!(i64::from_be_bytes(b[27..35].try_into().unwrap()), 1000);

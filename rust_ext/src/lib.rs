@@ -17,6 +17,7 @@ pub mod fast;
 pub mod hotpath;
 pub mod ids;
 pub mod kafka_batch;
+pub mod kafka_flush;
 pub mod kafka_wire;
 pub mod nats_proto;
 pub mod partition;
@@ -56,6 +57,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(router::py_subject_matches, m)?)?;
     m.add_function(wrap_pyfunction!(partition::py_murmur2_partition, m)?)?;
     m.add_class::<kafka_batch::KafkaBatch>()?;
+    m.add_function(wrap_pyfunction!(kafka_flush::py_kafka_flush, m)?)?;
     m.add_function(wrap_pyfunction!(kafka_wire::py_kafka_headers, m)?)?;
     m.add_function(wrap_pyfunction!(kafka_wire::py_kafka_header_dict, m)?)?;
     m.add_function(wrap_pyfunction!(nats_proto::py_nats_frames, m)?)?;
@@ -63,5 +65,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(partition::py_extract_key, m)?)?;
     m.add_class::<dedup::DedupWindow>()?;
     m.add_class::<dedup::RecentIds>()?;
+    m.add_class::<dedup::Fingerprints>()?;
     Ok(())
 }
