@@ -74,26 +74,33 @@ class Intake:
     def prepare(self, d: Delivery, decoded: Decoded | None = None) -> Prepared:
         """Decode a delivery's envelope and payload and name its claim (errors kept in it)."""
         try:
-            if decoded is None:
-                try:
-                    decoded = self.plan.decode(d.headers)
-                except (ValueError, TypeError) as exc:
-                    decoded = exc
-            if not isinstance(decoded, tuple):  # the ValueError/TypeError of garbled headers
-                raise DeadLetter(envelope.REASON_INVALID_HEADERS, decoded)
-            env_id, env_key, _, env_correlation = decoded
-            message_id = env_id or d.fallback_id
-            key = d.key if d.key is not None else env_key
-            try:
-                value = self.decoder.decode(d.payload)
-            except (ValueError, pydantic.ValidationError) as exc:
-                raise DeadLetter(envelope.REASON_INVALID_PAYLOAD, describe_invalid(exc)) from exc
-            claim_key: str | None = None
-            if self.claims:
-                claim_key = self._prefix + self._idempotency_key(d, message_id, key)
+            return Prepared(None, *self.decode(d, decoded))
         except Exception as exc:  # dead-lettered, or retried (a failing key function)
             return Prepared(exc)
-        return Prepared(None, message_id, key, env_correlation or message_id, value, claim_key)
+
+    def decode(
+        self, d: Delivery, decoded: Decoded | None = None
+    ) -> tuple[str, str | None, str, Any, str | None]:
+        """``(message_id, key, correlation_id, value, claim_key)`` of a delivery; raises
+        ``DeadLetter`` for what no retry can help (and a failing key function's error)."""
+        if decoded is None:
+            try:
+                decoded = self.plan.decode(d.headers)
+            except (ValueError, TypeError) as exc:
+                decoded = exc
+        if not isinstance(decoded, tuple):  # the ValueError/TypeError of garbled headers
+            raise DeadLetter(envelope.REASON_INVALID_HEADERS, decoded)
+        env_id, env_key, _, env_correlation = decoded
+        message_id = env_id or d.fallback_id
+        key = d.key if d.key is not None else env_key
+        try:
+            value = self.decoder.decode(d.payload)
+        except (ValueError, pydantic.ValidationError) as exc:
+            raise DeadLetter(envelope.REASON_INVALID_PAYLOAD, describe_invalid(exc)) from exc
+        claim_key: str | None = None
+        if self.claims:
+            claim_key = self._prefix + self._idempotency_key(d, message_id, key)
+        return message_id, key, env_correlation or message_id, value, claim_key
 
     def _idempotency_key(self, d: Delivery, message_id: str, key: str | None) -> str:
         spec_key = self.spec.idempotency_key

@@ -12,31 +12,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
-from agentflow import _native, envelope
-from agentflow.agent import (
-    AgentSpec,
-    encode_output,
-    outputs_of,
-)
+from agentflow import envelope
+from agentflow.agent import AgentSpec
 from agentflow.agent import wants_context as _wants_context
 from agentflow.brokers.base import Broker, Delivery, OutMessage
-from agentflow.context import Context, PendingOutput
+from agentflow.context import Context
 from agentflow.deadlines import Deadlines, Resumed
-from agentflow.errors import NoRoute, Reject, Retry, RouteError
+from agentflow.errors import Reject, Retry
 from agentflow.idempotency.base import Claim, ClaimState, IdempotencyStore
 from agentflow.intake import DeadLetter, Decoded, Intake, Prepared
 from agentflow.outbox import Outbox
+from agentflow.outputs import Outputs
 from agentflow.stats import AgentStats
 
 log = logging.getLogger("agentflow.pipeline")
 
 # A key held by another worker is retried after this long (the other worker may still finish).
 BUSY_DELAY = 1.0
-# A handler result of these types is several outputs (a tuple, not `list | tuple`: per message).
-_FAN_OUT = (list, tuple)
 
 
 class _Finished:
@@ -63,7 +58,7 @@ class Processor:
         store: IdempotencyStore | None,
         stats: AgentStats,
         ack_wait: float,
-        on_settled: Callable[[Delivery], None] | None = None,
+        on_settled: Callable[[list[Delivery]], None] | None = None,
         spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]] | None = None,
     ) -> None:
         self.spec = spec
@@ -74,12 +69,11 @@ class Processor:
         self.intake = Intake(spec, store is not None)
         self.plan = self.intake.plan
         self.wants_context = _wants_context(spec.handler)
-        # Where outputs go when no route picks per message (taken without a call).
-        self._static_targets = spec.produces if spec.route is None else None
+        self.outputs = Outputs(spec)
         self.logger = logging.getLogger(f"agentflow.agent.{spec.name}")
         # Outputs of finished calls are published in coalesced batches (see outbox.py); the
-        # worker hears of each delivery settled there through ``on_settled``.
-        self.on_settled = on_settled or (lambda d: None)
+        # worker hears of the deliveries settled there through ``on_settled``.
+        self.on_settled = on_settled or (lambda ds: None)
         self.outbox: Outbox[_Finished] = Outbox(
             self._settle, self._abandon, spawn or asyncio.create_task
         )
@@ -124,11 +118,15 @@ class Processor:
         claim_key: str | None = None
         queued = False
         try:
-            p = prepared if prepared is not None else self.intake.prepare(d, decoded)
-            if p.error is not None:
-                raise p.error
-            claim = p.claim
-            claim_key = p.claim_key
+            if prepared is None:
+                message_id, key, correlation, value, claim_key = self.intake.decode(d, decoded)
+                claim: Claim | Exception | None = None
+            else:
+                if prepared.error is not None:
+                    raise prepared.error
+                p = prepared
+                message_id, key, correlation, value = p.message_id, p.key, p.correlation, p.value
+                claim, claim_key = p.claim, p.claim_key
             if claim_key is not None and self.store is not None:
                 if claim is None:
                     claim = await self.store.claim(claim_key, lease=self.ack_wait)
@@ -157,7 +155,6 @@ class Processor:
                     f"attempt {attempt} exceeds max_attempts={self.spec.retry.max_attempts} "
                     "(earlier attempts crashed or timed out without an outcome)",
                 )
-            message_id, key, correlation = p.message_id, p.key, p.correlation
             ctx = (
                 self._context(d, correlation, message_id, key, attempt)
                 if self.wants_context
@@ -165,7 +162,7 @@ class Processor:
             )
             # AgentSpec admits coroutine functions only: this is a coroutine.
             fn = self.spec.handler
-            coro = cast(Coroutine[Any, Any, Any], fn(p.value, ctx) if ctx else fn(p.value))
+            coro = cast(Coroutine[Any, Any, Any], fn(value, ctx) if ctx else fn(value))
             if task is None or deadlines is None:
                 result = await self._bounded(coro)
             else:
@@ -179,7 +176,7 @@ class Processor:
                 else:
                     result = await result
             pending = ctx._outputs if ctx is not None else ()
-            out = self._outputs(d, correlation, message_id, key, pending, result)
+            out = self.outputs.of(d, correlation, message_id, key, pending, result)
             if not out and claim_key is None:
                 await d.ack()  # nothing to publish or complete: no reason to queue it
                 stats.succeeded += 1
@@ -239,7 +236,14 @@ class Processor:
                 errors = [refused] * len(batch)
             # The inputs whose outputs and claims are done are acked together.
             acking = [f.d for f, error in zip(batch, errors, strict=True) if error is None]
-            ack_errors = iter(await self._ack_many(acking))
+            acked = await self._ack_many(acking)
+            if len(acking) == len(batch) and not any(acked):  # the usual case: all went well
+                settled = len(batch)
+                self.stats.succeeded += settled
+                self._after_all(batch, acking)
+                self.stats.touch()
+                return
+            ack_errors = iter(acked)
             for f, error in zip(batch, errors, strict=True):
                 settled += 1
                 try:
@@ -285,11 +289,17 @@ class Processor:
 
     def _after(self, f: _Finished) -> None:
         """``f`` is settled: wake a duplicate waiting on its claim, tell the worker."""
-        if f.claim_key is not None:
-            waiter = self._unsettled.pop(f.claim_key, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
-        self.on_settled(f.d)
+        self._after_all([f], [f.d])
+
+    def _after_all(self, batch: list[_Finished], inputs: list[Delivery]) -> None:
+        """``batch`` (whose inputs are ``inputs``) is settled: ``_after`` for each, at once."""
+        if self._unsettled:
+            for f in batch:
+                if f.claim_key is not None:
+                    waiter = self._unsettled.pop(f.claim_key, None)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(None)
+        self.on_settled(inputs)
 
     async def _settled(self, claim_key: str) -> None:
         """Wait until the call holding ``claim_key`` in the outbox is settled."""
@@ -353,72 +363,6 @@ class Processor:
             _base_logger=self.logger,
             _heartbeat=d.in_progress,
         )
-
-    def _outputs(
-        self,
-        d: Delivery,
-        correlation: str,
-        message_id: str,
-        key: str | None,
-        pending: Sequence[PendingOutput],
-        result: Any,
-    ) -> list[OutMessage]:
-        out: list[OutMessage] = []
-        if not pending and not isinstance(result, _FAN_OUT):
-            # The usual single return value (or None): no list of items to build.
-            if result is not None:
-                ts = envelope.now_ms()
-                self._emit(d, correlation, message_id, ts, None, result, key, None, out)
-            return out
-        ts = envelope.now_ms()  # one timestamp for all outputs of the call
-        for p in pending:
-            self._emit(d, correlation, message_id, ts, p.topic, p.payload, p.key, p.headers, out)
-        for value in outputs_of(result):
-            self._emit(d, correlation, message_id, ts, None, value, key, None, out)
-        return out
-
-    def _emit(
-        self,
-        d: Delivery,
-        correlation: str,
-        message_id: str,
-        ts: int,
-        topic: str | None,
-        value: Any,
-        out_key: str | None,
-        headers: dict[str, str] | None,
-        out: list[OutMessage],
-    ) -> None:
-        """Append the messages of one output value (one per target topic) to ``out``."""
-        payload = encode_output(value)
-        if topic is not None:
-            topics = [topic]
-        else:
-            static = self._static_targets
-            topics = static if static is not None else self._targets(d, payload, out_key)
-        content_type = envelope.OCTET_STREAM if isinstance(value, bytes) else envelope.JSON
-        for target in topics:
-            out_headers = _native.output_headers(
-                message_id,
-                self.spec.name,
-                len(out),
-                out_key,
-                correlation,
-                ts,
-                content_type,
-                d.headers,
-                headers,
-            )
-            out.append(OutMessage(target, payload, out_headers, out_key))
-
-    def _targets(self, d: Delivery, payload: bytes, key: str | None) -> list[str]:
-        assert self.spec.route is not None  # static targets are taken without a call
-        try:
-            return self.spec.route(payload, d.headers, key, d.topic)
-        except NoRoute as exc:
-            raise DeadLetter(envelope.REASON_NO_ROUTE, exc) from exc
-        except (RouteError, ValueError) as exc:
-            raise DeadLetter(envelope.REASON_ROUTE_ERROR, exc) from exc
 
     async def _failed(
         self, d: Delivery, exc: Exception, attempt: int, claim_key: str | None

@@ -68,7 +68,7 @@ class AgentWorker:
         self.batch = max(2 * spec.concurrency, 32)
         self.prefetch = 2 * self.batch
         self.processor = Processor(
-            spec, broker, store, stats, self.ack_wait, on_settled=self._done, spawn=self._spawn
+            spec, broker, store, stats, self.ack_wait, on_settled=self._done_all, spawn=self._spawn
         )
         self._sub: Subscription | None = None
         self._held: set[Delivery] = set()
@@ -320,6 +320,12 @@ class AgentWorker:
 
     def _done(self, d: Delivery) -> None:
         self._held.discard(d)
+        self.stats.in_flight = len(self._held)
+        self._room.set()
+
+    def _done_all(self, ds: list[Delivery]) -> None:
+        """``_done`` for each of ``ds`` (settled together by the outbox)."""
+        self._held.difference_update(ds)
         self.stats.in_flight = len(self._held)
         self._room.set()
 
