@@ -19,6 +19,7 @@ pub mod ids;
 pub mod kafka_batch;
 pub mod kafka_wire;
 pub mod nats_proto;
+pub mod offsets;
 pub mod partition;
 pub mod pick;
 pub mod plan;
@@ -63,5 +64,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(partition::py_extract_key, m)?)?;
     m.add_class::<dedup::DedupWindow>()?;
     m.add_class::<dedup::RecentIds>()?;
+    m.add_class::<offsets::PartitionTracker>()?;
     Ok(())
 }
