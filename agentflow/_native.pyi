@@ -4,6 +4,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Self, final
 
 from agentflow.brokers.base import OutMessage
+from agentflow.brokers.kafka_attempts import Run
 
 __all__ = [
     "CelProgram",
@@ -12,6 +13,7 @@ __all__ = [
     "Fingerprints",
     "KafkaBatch",
     "MessagePlan",
+    "PartitionTracker",
     "RecentIds",
     "Router",
     "__version__",
@@ -315,6 +317,54 @@ def kafka_flush(
     ``recent.add_fingerprints`` once sent), first oversized record as (topic, bytes) or
     None)``. ``targets``: per topic, its sorted partitions and the one for
     keyless records; ids ``recent`` saw at ``now`` (or seen earlier in the flush) are dropped."""
+
+@final
+class PartitionTracker:
+    """Offsets handed out from one partition during one assignment, in fetch order: what is
+    done, what to commit, and how often each offset was handed out (see kafka_offsets)."""
+
+    committed: int | None
+    """Offset the group had committed when this member got the partition (None: no commit)."""
+
+    def __new__(cls, committed: int | None = None, prior: Iterable[Run] | None = None) -> Self:
+        """``prior``: the previous owner's attempt record, sorted and non-overlapping runs
+        (what ``kafka_attempts.decode`` returns)."""
+    @property
+    def has_prior(self) -> bool:
+        """Whether the previous owner left a record to look up (rarely: a crash or handover)."""
+    @property
+    def next_offset(self) -> int | None:
+        """One past the highest tracked offset (None before the first)."""
+    @property
+    def in_flight(self) -> int:
+        """Tracked offsets that are not done."""
+    def prior_state(self, offset: int) -> int:
+        """DONE if the attempt record says ``offset`` finished, else its earlier hand-outs."""
+    def is_new(self, offset: int) -> bool:
+        """True if ``offset`` lies past everything tracked (records may be refetched)."""
+    def track(self, offset: int, prior: int | None = None) -> int:
+        """Start tracking ``offset`` as handed out once more; return its hand-out count.
+
+        ``prior`` is its ``prior_state`` when the caller looked it up already. An offset not
+        past ``next_offset`` raises ``ValueError``.
+        """
+    def skip(self, offset: int) -> None:
+        """Track ``offset`` as done without handing it out (filtered or already finished)."""
+    def handed_out_again(self, offset: int) -> int:
+        """Count one more hand-out of a tracked offset (redelivery); return the new count.
+
+        ``KeyError`` if ``offset`` is not tracked (never, or done and below the commit point).
+        """
+    def attempts(self, offset: int) -> int:
+        """How often a tracked offset was handed out (``KeyError`` if not tracked)."""
+    def is_done(self, offset: int) -> bool:
+        """True if ``offset`` is done (or was committed past)."""
+    def done(self, offset: int) -> bool:
+        """Mark ``offset`` done; False if it was not tracked or already done."""
+    def commit_offset(self) -> int | None:
+        """The offset to commit: the first not-done one, else one past the last tracked."""
+    def runs(self) -> list[Run]:
+        """The attempt record above the commit point: tracked slots, then untouched prior runs."""
 
 # --- NATS wire --------------------------------------------------------------------------------
 

@@ -30,6 +30,8 @@ PREFIX = "af1"
 DONE = -1
 # Brokers reject commit metadata above offset.metadata.max.bytes (4096 by default).
 MAX_METADATA_CHARS = 3500
+# Offsets are signed 64-bit in Kafka, and so in the native tracker that reads the record back.
+_MAX_INT64 = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,8 @@ def decode(metadata: str | None, committed: int) -> list[Run]:
             state = DONE if state_text == "d" else int(state_text)
             if end < start or (state != DONE and state < 1) or start < committed:
                 raise ValueError(token)
+            if end > _MAX_INT64 or state > _MAX_INT64:
+                raise ValueError(f"out of range {token}")
             if runs and start <= runs[-1].end:
                 raise ValueError(f"overlapping run {token}")
             runs.append(Run(start, end, state))

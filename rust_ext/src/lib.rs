@@ -20,6 +20,7 @@ pub mod kafka_batch;
 pub mod kafka_flush;
 pub mod kafka_wire;
 pub mod nats_proto;
+pub mod offsets;
 pub mod partition;
 pub mod pick;
 pub mod plan;
@@ -66,5 +67,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<dedup::DedupWindow>()?;
     m.add_class::<dedup::RecentIds>()?;
     m.add_class::<dedup::Fingerprints>()?;
+    m.add_class::<offsets::PartitionTracker>()?;
     Ok(())
 }
