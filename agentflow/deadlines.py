@@ -1,67 +1,84 @@
-"""Handler timeouts of one worker, enforced by one loop timer instead of one per call."""
+"""Handler timeouts of one worker, enforced by one loop timer instead of one per call.
+
+Each runner task of a worker makes one handler call at a time, so it owns one reusable
+:class:`Clock`: starting a call writes its deadline there, ending it clears it. One timer per
+worker looks at the clocks when the earliest deadline can be due, cancels the runner whose
+call outlived it, and is armed again for the next. A call pays two attribute writes, not a
+timer, a queue entry or a wrapper coroutine.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
-__all__ = ["Deadlines", "Resumed"]
+__all__ = ["Clock", "Deadlines"]
 
 
-class _Running:
-    """One handler call under a deadline."""
+class Clock:
+    """The deadline of the handler call one runner task is making (reused call after call)."""
 
-    __slots__ = ("deadline", "done", "expired", "task")
+    __slots__ = ("_deadlines", "busy", "deadline", "expired", "task")
 
-    def __init__(self, deadline: float, task: asyncio.Task[Any]) -> None:
-        self.deadline = deadline
+    def __init__(self, deadlines: Deadlines, task: asyncio.Task[Any]) -> None:
+        self._deadlines = deadlines
         self.task = task
-        self.done = False
+        self.deadline = 0.0
+        self.busy = False
+        # Set when the timer cancelled the task for this call; cleared once taken back.
         self.expired = False
+
+    def begin(self) -> None:
+        """A call starts now: it must end within the worker's timeout."""
+        deadlines = self._deadlines
+        self.deadline = deadlines.now() + deadlines.timeout
+        self.busy = True
+
+    def timed_out(self) -> bool:
+        """On a CancelledError: True if it was this call's expiry and nobody else's
+        cancellation (the request is taken back either way, when it was ours)."""
+        if not self.expired:
+            return False
+        self.expired = False
+        return self.task.uncancel() == 0
+
+    def end(self) -> None:
+        """The call ended (in any way)."""
+        self.busy = False
+        if self.expired:
+            # The handler swallowed our cancellation (returned or raised something else):
+            # take the request back so later awaits of this task are not hit.
+            self.expired = False
+            self.task.uncancel()
 
 
 class Deadlines:
-    """Handler timeouts of one worker, enforced by one loop timer instead of one per call.
+    """The clocks of one worker's runners, and the one timer that enforces them.
 
-    Every call of a worker gets the same timeout, so deadlines come in start order: a FIFO
-    queue suffices, and one timer armed for the oldest running call. When it fires, expired
-    calls are cancelled (and turned into ``TimeoutError`` by :meth:`Processor.process`) and
-    the timer is armed for the next one. Finished calls are dropped from the front as they
-    finish, and the queue is compacted if a long-running head holds many finished ones back.
+    Every call of a worker gets the same timeout, so when no call runs the next deadline is
+    at least one timeout away: the timer then fires after a timeout and looks again (an idle
+    worker wakes once per timeout). Otherwise it fires at the earliest running deadline.
     """
 
     def __init__(self, timeout: float, loop: asyncio.AbstractEventLoop) -> None:
         self.timeout = timeout
         self._loop = loop
-        self._calls: deque[_Running] = deque()
-        self._live = 0
+        self._clocks: set[Clock] = set()
         self._timer: asyncio.TimerHandle | None = None
-        # The loop clock, as :meth:`start` reads it (read once per call: no wrapper).
-        self.now: Callable[[], float] = loop.time
+        # The loop clock (read once per call).
+        self.now = loop.time
 
-    def start(self, task: asyncio.Task[Any], started: float | None = None) -> _Running:
-        """Start timing a call made by ``task`` (that started at loop time ``started``)."""
-        begun = self._loop.time() if started is None else started
-        call = _Running(begun + self.timeout, task)
-        self._calls.append(call)
-        self._live += 1
+    def clock(self, task: asyncio.Task[Any]) -> Clock:
+        """A clock for a runner task's calls (``release`` it when the runner ends)."""
+        clock = Clock(self, task)
+        self._clocks.add(clock)
         if self._timer is None:
-            self._timer = self._loop.call_at(call.deadline, self._fire)
-        return call
+            self._timer = self._loop.call_at(self.now() + self.timeout, self._fire)
+        return clock
 
-    def finish(self, call: _Running) -> None:
-        """The call ended (in any way)."""
-        if call.done:
-            return
-        call.done = True
-        self._live -= 1
-        calls = self._calls
-        while calls and calls[0].done:
-            calls.popleft()
-        if len(calls) > 4 * self._live + 64:
-            self._calls = deque(c for c in calls if not c.done)
+    def release(self, clock: Clock) -> None:
+        """The runner owning ``clock`` ended."""
+        self._clocks.discard(clock)
 
     def close(self) -> None:
         """Stop the timer (the worker is stopping)."""
@@ -71,50 +88,16 @@ class Deadlines:
 
     def _fire(self) -> None:
         self._timer = None
-        now = self._loop.time()
-        calls = self._calls
-        while calls:
-            head = calls[0]
-            if head.done:
-                calls.popleft()
-            elif head.deadline <= now:
-                calls.popleft()
-                head.expired = True
-                head.task.cancel()
-            else:
-                self._timer = self._loop.call_at(head.deadline, self._fire)
-                return
-
-
-class Resumed:
-    """Awaits the rest of a coroutine whose first step the caller ran itself.
-
-    ``first`` is what that step yielded (the future it waits on). Awaiting this in the same
-    task continues the coroutine exactly as ``await coro`` would have: values and exceptions
-    the task sends (a cancellation) go to the coroutine, and its result is the result.
-    """
-
-    __slots__ = ("coro", "first")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
-        self.coro = coro
-        self.first = first
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro, step = self.coro, self.first
-        while True:
-            try:
-                sent = yield step
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # thrown in by the task: the coroutine decides
-                try:
-                    step = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
+        now = self.now()
+        # A call starting after now ends no earlier than now + timeout.
+        due = now + self.timeout
+        for clock in self._clocks:
+            if not clock.busy or clock.expired:
                 continue
-            try:
-                step = coro.send(sent)
-            except StopIteration as stop:
-                return stop.value
+            if clock.deadline <= now:
+                clock.expired = True
+                clock.task.cancel()
+            elif clock.deadline < due:
+                due = clock.deadline
+        if self._clocks:
+            self._timer = self._loop.call_at(due, self._fire)

@@ -20,7 +20,7 @@ from agentflow.agent import AgentSpec
 from agentflow.agent import wants_context as _wants_context
 from agentflow.brokers.base import Broker, Delivery, OutMessage
 from agentflow.context import Context
-from agentflow.deadlines import Deadlines, Resumed
+from agentflow.deadlines import Clock
 from agentflow.errors import Reject, Retry
 from agentflow.idempotency.base import Claim, ClaimState, IdempotencyStore
 from agentflow.intake import DeadLetter, Decoded, Intake, Prepared
@@ -98,8 +98,7 @@ class Processor:
     async def process(
         self,
         d: Delivery,
-        task: asyncio.Task[Any] | None = None,
-        deadlines: Deadlines | None = None,
+        clock: Clock | None = None,
         decoded: Decoded | None = None,
         prepared: Prepared | None = None,
     ) -> bool:
@@ -107,8 +106,8 @@ class Processor:
 
         Returns True when the delivery is settled, False when it waits in the outbox for its
         outputs to be published (``on_settled`` is called once it is settled there).
-        ``task`` (the task running this) and ``deadlines`` let a worker enforce the handler
-        timeout without a timer per call; without them ``asyncio.timeout`` is used.
+        ``clock`` (of the runner task calling this) lets a worker enforce the handler
+        timeout without a timer per call; without it ``asyncio.timeout`` is used.
         ``decoded`` is the envelope when the worker decoded it already (per batch);
         ``prepared`` the delivery when the worker prepared and claimed it already (per group).
         """
@@ -163,18 +162,18 @@ class Processor:
             # AgentSpec admits coroutine functions only: this is a coroutine.
             fn = self.spec.handler
             coro = cast(Coroutine[Any, Any, Any], fn(value, ctx) if ctx else fn(value))
-            if task is None or deadlines is None:
+            if clock is None:
                 result = await self._bounded(coro)
             else:
-                # The first step runs here, untimed: a call that finishes without waiting
-                # cannot be cancelled anyway (cancellation lands at an await).
-                started = deadlines.now()
+                clock.begin()
                 try:
-                    result = self._timed(coro, coro.send(None), started, task, deadlines)
-                except StopIteration as done:
-                    result = done.value
-                else:
-                    result = await result
+                    result = await coro
+                except asyncio.CancelledError:
+                    if clock.timed_out():  # the worker's timer, and nobody else, cancelled
+                        raise self._timeout_error() from None
+                    raise
+                finally:
+                    clock.end()
             pending = ctx._outputs if ctx is not None else ()
             out = self.outputs.of(d, correlation, message_id, key, pending, result)
             if not out and claim_key is None:
@@ -315,34 +314,6 @@ class Processor:
                 return await coro
         except TimeoutError as exc:
             raise self._timeout_error() from exc
-
-    async def _timed(
-        self,
-        coro: Coroutine[Any, Any, Any],
-        first: Any,
-        started: float,
-        task: asyncio.Task[Any],
-        deadlines: Deadlines,
-    ) -> Any:
-        """The rest of a handler call that waits (``first``: what its first step yielded),
-        under the agent's timeout from ``started`` (expiry raises ``TimeoutError``)."""
-        call = deadlines.start(task, started)
-        consumed = False  # whether our cancellation request was taken back
-        try:
-            return await Resumed(coro, first)
-        except asyncio.CancelledError:
-            if call.expired:
-                consumed = True
-                if task.uncancel() == 0:
-                    # Our own cancellation, and nobody else's: the deadline passed.
-                    raise self._timeout_error() from None
-            raise
-        finally:
-            deadlines.finish(call)
-            if call.expired and not consumed:
-                # The handler swallowed the cancellation (returned or raised something
-                # else): take the request back so later awaits of this task are not hit.
-                task.uncancel()
 
     def _timeout_error(self) -> TimeoutError:
         return TimeoutError(

@@ -235,6 +235,7 @@ class AgentWorker:
         assert task is not None and self._deadlines is not None
         process = self.processor.process
         deadlines = self._deadlines
+        clock = deadlines.clock(task)
         ready = self._ready
         claimed = self._claimed
         limit = self.spec.concurrency  # of taken deliveries (as _can_take, inlined: per message)
@@ -255,7 +256,7 @@ class AgentWorker:
                     self._wake()  # more waiting: maybe another runner, if this one waits
                 settled = True
                 try:
-                    settled = await process(d, task, deadlines, env, prepared)
+                    settled = await process(d, clock, env, prepared)
                 except Exception:
                     log.exception("agent %s: unexpected error processing a message", self.spec.name)
                 finally:
@@ -267,6 +268,7 @@ class AgentWorker:
                     if key is not None:
                         self._next_of(key)
         finally:
+            deadlines.release(clock)
             self._runners -= 1
             if (claimed or (ready and self._can_take())) and not self._stopping:
                 self._wake()  # this runner was cancelled mid-queue: let another take over

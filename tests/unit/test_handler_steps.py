@@ -1,55 +1,86 @@
-"""Handlers whose first step runs outside the deadline bookkeeping still time out, cancel and
-return as if they had been awaited directly."""
+"""Handler timeouts through the runners' clocks: the call past its deadline is cancelled
+(and only it), from its own start, and a swallowed cancellation does not leak."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
-import pytest
-
 from agentflow import App, RetryPolicy
 from agentflow.brokers.memory import MemoryBroker
-from agentflow.deadlines import Resumed
+from agentflow.deadlines import Deadlines
 from tests.conformance.support import eventually
 
 
-async def _started(coro: object) -> tuple[object, object]:
-    """Run a coroutine's first step by hand, as the pipeline does."""
-    first = coro.send(None)  # type: ignore[attr-defined]
-    return coro, first
+async def test_the_timer_cancels_only_the_call_past_its_deadline() -> None:
+    deadlines = Deadlines(0.05, asyncio.get_running_loop())
+    outcomes: dict[str, str] = {}
+
+    async def runner(name: str, wait: float) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        clock = deadlines.clock(task)
+        try:
+            clock.begin()
+            try:
+                await asyncio.sleep(wait)
+                outcomes[name] = "finished"
+            except asyncio.CancelledError:
+                outcomes[name] = "timed out" if clock.timed_out() else "cancelled"
+            finally:
+                clock.end()
+            # Later awaits of the same task are not hit by the expired call's cancellation.
+            await asyncio.sleep(0.01)
+        finally:
+            deadlines.release(clock)
+
+    await asyncio.gather(runner("slow", 1.0), runner("quick", 0.01))
+    deadlines.close()
+    assert outcomes == {"slow": "timed out", "quick": "finished"}
 
 
-async def test_resumed_returns_what_the_coroutine_returns() -> None:
-    async def two_steps() -> int:
-        await asyncio.sleep(0.01)
-        await asyncio.sleep(0)
-        return 7
+async def test_a_call_after_an_idle_spell_is_timed_from_its_own_start() -> None:
+    deadlines = Deadlines(0.1, asyncio.get_running_loop())
+    task = asyncio.current_task()
+    assert task is not None
+    clock = deadlines.clock(task)
+    await asyncio.sleep(0.25)  # idle: the timer fired and looked again, twice
+    clock.begin()
+    started = time.monotonic()
+    try:
+        await asyncio.sleep(5)
+    except asyncio.CancelledError:
+        assert clock.timed_out(), "the timer's cancellation, and nobody else's"
+    finally:
+        clock.end()
+    elapsed = time.monotonic() - started
+    assert 0.09 <= elapsed < 0.5, elapsed
+    deadlines.release(clock)
+    deadlines.close()
 
-    coro, first = await _started(two_steps())
-    assert await Resumed(coro, first) == 7  # type: ignore[arg-type]
 
-
-async def test_resumed_passes_a_cancellation_to_the_coroutine() -> None:
+async def test_a_handler_that_swallows_its_timeout_leaves_the_runner_usable() -> None:
+    app = App("steps", broker=MemoryBroker())
     seen: list[str] = []
 
-    async def waits() -> None:
-        try:
-            await asyncio.sleep(10)
-        except asyncio.CancelledError:
-            seen.append("cancelled")
-            raise
+    @app.agent(consumes="steps.swallow", timeout=0.1, concurrency=1)
+    async def swallow(msg: dict[str, int]) -> None:
+        if msg["n"] == 0:
+            try:
+                await asyncio.sleep(2)
+            except asyncio.CancelledError:
+                seen.append("swallowed")  # and returns normally
+                return
+        await asyncio.sleep(0.01)  # not hit by the first call's cancellation
+        task = asyncio.current_task()
+        assert task is not None
+        seen.append(f"ran {msg['n']}, cancelling={task.cancelling()}")
 
-    async def runner() -> None:
-        coro, first = await _started(waits())
-        await Resumed(coro, first)  # type: ignore[arg-type]
-
-    task = asyncio.create_task(runner())
-    await asyncio.sleep(0.01)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert seen == ["cancelled"]
+    await app.publish("steps.swallow", {"n": 0})
+    await app.publish("steps.swallow", {"n": 1})
+    async with app:
+        await eventually(lambda: app.stats["swallow"].succeeded == 2, what="both acked")
+    assert seen == ["swallowed", "ran 1, cancelling=0"], "the expired request was taken back"
 
 
 async def test_a_timeout_inside_the_handler_still_works() -> None:
@@ -59,7 +90,7 @@ async def test_a_timeout_inside_the_handler_still_works() -> None:
     @app.agent(consumes="steps.inner", timeout=5.0)
     async def inner(msg: dict[str, int]) -> None:
         try:
-            async with asyncio.timeout(0.05):  # the task's own cancellation, through Resumed
+            async with asyncio.timeout(0.05):  # the task's own cancellation, not the worker's
                 await asyncio.sleep(2)
         except TimeoutError:
             out.append("inner timeout")
