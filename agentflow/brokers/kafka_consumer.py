@@ -313,15 +313,21 @@ class KafkaSubscription(Subscription):
         return []
 
     def _take(self, limit: int) -> tuple[list[KafkaDelivery], float]:
-        out: list[KafkaDelivery] = []
+        """Up to ``limit`` deliveries to hand out, armed with one ack deadline; and how long
+        to wait before looking again when there are none."""
         now = time.monotonic()
+        out, wait = self._pick(limit, now)
+        self._deadlines.arm_all(out, now)
+        return out, wait
+
+    def _pick(self, limit: int, now: float) -> tuple[list[KafkaDelivery], float]:
+        out: list[KafkaDelivery] = []
         while self._redeliver and len(out) < limit:
             d = self._redeliver.popleft()
             if d.finished or d.stale or d.part.revoking or d.part.current.get(d.offset) is not d:
                 continue
             if self._over_limit(d):
                 continue
-            self._deadlines.arm(d, now)
             out.append(d)
         now_ms = time.time_ns() // 1_000_000
         wait = POLL_MS / 1000
@@ -395,7 +401,6 @@ class KafkaSubscription(Subscription):
         if 0 < self.max_deliver < d.delivery_count and self._over_limit(d):
             return None
         part.current[offset] = d
-        self._deadlines.arm(d, now)
         return d
 
     def _over_limit(self, d: KafkaDelivery) -> bool:

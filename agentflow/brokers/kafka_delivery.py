@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentflow import _native
 from agentflow.brokers.base import Delivery
+from agentflow.brokers.kafka_deadlines import Armed, release
 from agentflow.brokers.kafka_offsets import PartitionTracker
 from agentflow.brokers.kafka_retry import INTERNAL_HEADERS, RETRY_ORIGIN, parse_origin
 from agentflow.brokers.kafka_topics import split_retry_topic
@@ -60,9 +61,13 @@ class Part:
     def finish(self, d: KafkaDelivery) -> None:
         """``d``'s offset is done: no delivery of it is current, the tracker may move on."""
         d.finished = True
+        if d.armed is not None:
+            release(d)
         current = self.current.pop(d.offset, None)
         if current is not None:
             current.finished = True
+            if current.armed is not None:
+                release(current)
         if self.tracker is not None and self.tracker.done(d.offset):
             self.dirty = True
 
@@ -80,6 +85,7 @@ class KafkaDelivery(Delivery):
     __slots__ = (
         "_fallback_id",
         "_sub",
+        "armed",
         "deadline",
         "delivery_count",
         "finished",
@@ -133,6 +139,7 @@ class KafkaDelivery(Delivery):
         self.finished = False
         self.superseded = False
         self.deadline = _NEVER  # set when the subscription arms it at hand-out
+        self.armed: Armed | None = None  # the hand-out entry of its ack deadline
 
     @property
     def position(self) -> dict[str, str]:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from agentflow.brokers.base import BrokerError
 from agentflow.brokers.kafka_attempts import DONE, Run, coarsen, decode, encode
 from agentflow.brokers.kafka_config import parse_duration, parse_kafka_url, redact
-from agentflow.brokers.kafka_deadlines import AckDeadlines
+from agentflow.brokers.kafka_deadlines import AckDeadlines, release
 from agentflow.brokers.kafka_offsets import PartitionTracker
 from agentflow.brokers.kafka_producer import RecentIds
 from agentflow.brokers.kafka_retry import (
@@ -373,6 +373,22 @@ def test_ack_deadlines_report_silent_deliveries_once_in_order_and_forget_finishe
     e.finished = True
     assert deadlines.expired(200.0) == []
     assert not deadlines._armed and not deadlines._extended, "finished ones are not kept"
+
+
+def test_a_hand_out_lets_go_of_its_deliveries_once_all_are_finished() -> None:
+    deadlines = AckDeadlines(5.0)
+    batch = [_Delivery(n, 5.0) for n in "xyz"]
+    deadlines.arm_all(batch, 100.0)  # type: ignore[arg-type]
+    entry = deadlines._armed[0]
+    assert entry.left == 3 and all(d.deadline == 105.0 for d in batch)
+    for d in batch[:2]:
+        d.finished = True
+        release(d)  # type: ignore[arg-type]
+    assert entry.deliveries and deadlines.expired(101.0) == [], "one still running"
+    batch[2].finished = True
+    release(batch[2])  # type: ignore[arg-type]
+    assert entry.deliveries == (), "all finished: the records are not held until 105"
+    assert deadlines.expired(101.0) == [] and not deadlines._armed, "dropped before it is due"
 
 
 def test_ack_deadlines_off_when_ack_wait_is_zero() -> None:
