@@ -7,6 +7,18 @@ use std::sync::{Mutex, Once};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+/// Digit of each byte (either case), or 0xFF: one lookup per character, not a search.
+const DIGITS: [u8; 256] = {
+    let mut table = [0xFFu8; 256];
+    let mut i = 0;
+    while i < 32 {
+        let c = ALPHABET[i];
+        table[c as usize] = i as u8;
+        table[c.to_ascii_lowercase() as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
 /// Mask of the 80 low (random) bits of an id.
 pub const RAND_MASK: u128 = (1u128 << 80) - 1;
 const TS_MASK: u64 = (1u64 << 48) - 1;
@@ -15,17 +27,19 @@ pub const ID_LEN: usize = 26;
 
 /// Encode a 128-bit value as 26 Crockford base32 characters (most significant first).
 pub fn encode(value: u128) -> String {
-    let mut out = String::with_capacity(ID_LEN);
-    for i in 0..ID_LEN {
+    let mut out = [0u8; ID_LEN];
+    for (i, slot) in out.iter_mut().enumerate() {
         let shift = 5 * (ID_LEN - 1 - i);
-        out.push(ALPHABET[((value >> shift) & 0x1f) as usize] as char);
+        *slot = ALPHABET[((value >> shift) & 0x1f) as usize];
     }
-    out
+    out.iter().map(|&b| b as char).collect()
 }
 
 fn decode_char(c: u8) -> Option<u8> {
-    let c = c.to_ascii_uppercase();
-    ALPHABET.iter().position(|&a| a == c).map(|p| p as u8)
+    match DIGITS[c as usize] {
+        0xFF => None,
+        d => Some(d),
+    }
 }
 
 /// Decode a canonical 26-character ULID (either case); `None` when it is not one.
