@@ -177,6 +177,8 @@ class AgentWorker:
                 continue
             # One native call decodes the whole batch's envelopes.
             envelopes = self.processor.plan.decode_batch([d.headers for d in batch])
+            self._held.update(batch)
+            self.stats.in_flight = len(self._held)
             for delivery, env in zip(batch, envelopes, strict=True):
                 self._dispatch(delivery, env)
             if len(batch) == 1:
@@ -185,8 +187,7 @@ class AgentWorker:
                 await asyncio.sleep(0)
 
     def _dispatch(self, d: Delivery, env: Decoded) -> None:
-        self._held.add(d)
-        self.stats.in_flight = len(self._held)
+        """Queue a fetched delivery (counted in ``_held`` already) to run, or behind its key."""
         key = d.key
         if key is None and isinstance(env, tuple):
             key = env[1]  # af-key

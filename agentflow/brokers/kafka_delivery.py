@@ -84,6 +84,7 @@ class KafkaDelivery(Delivery):
 
     __slots__ = (
         "_fallback_id",
+        "_origin",
         "_sub",
         "armed",
         "deadline",
@@ -92,7 +93,6 @@ class KafkaDelivery(Delivery):
         "headers",
         "key",
         "offset",
-        "origin",
         "part",
         "payload",
         "raw_headers",
@@ -118,7 +118,8 @@ class KafkaDelivery(Delivery):
         self.offset: int = record.offset
         self.raw_headers = raw_headers
         self.topic = part.base_topic
-        self.payload = record.value if record.value is not None else b""
+        value = record.value
+        self.payload = value if value is not None else b""
         if INTERNAL_HEADERS.isdisjoint(raw_headers):  # all but retry-tier copies
             self.headers = dict(raw_headers)
         else:
@@ -128,18 +129,24 @@ class KafkaDelivery(Delivery):
         self.delivery_count = delivery_count
         origin = parse_origin(raw_headers.get(RETRY_ORIGIN)) if part.tier else None
         if origin is None:
-            origin = (part.base_topic, record.partition, record.offset)
             # Per message (the id of every message without an af-id): from the prefix.
-            self._fallback_id = part.id_prefix + str(record.offset)
+            self._fallback_id = part.id_prefix + str(self.offset)
         else:
             self._fallback_id = f"{origin[0]}:{origin[1]}:{origin[2]}"
-        # Where the original record lives (a retry-tier copy names the record it retries).
-        self.origin: tuple[str, int, int] = origin
+        # What a retry-tier copy names as the record it retries (None: this record).
+        self._origin = origin
         self.returned = False
         self.finished = False
         self.superseded = False
         self.deadline = _NEVER  # set when the subscription arms it at hand-out
         self.armed: Armed | None = None  # the hand-out entry of its ack deadline
+
+    @property
+    def origin(self) -> tuple[str, int, int]:
+        """Where the original record lives: (topic, partition, offset)."""
+        if self._origin is not None:
+            return self._origin
+        return (self.part.base_topic, self.record.partition, self.offset)
 
     @property
     def position(self) -> dict[str, str]:
