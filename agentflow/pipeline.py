@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from agentflow import envelope
 from agentflow.agent import AgentSpec
@@ -70,6 +70,9 @@ class Processor:
         self.plan = self.intake.plan
         self.wants_context = _wants_context(spec.handler)
         self.outputs = Outputs(spec)
+        # Read per message: kept as attributes of their own.
+        self._handler = spec.handler
+        self._max_attempts = spec.retry.max_attempts
         self.logger = logging.getLogger(f"agentflow.agent.{spec.name}")
         # Outputs of finished calls are published in coalesced batches (see outbox.py); the
         # worker hears of the deliveries settled there through ``on_settled``.
@@ -113,7 +116,7 @@ class Processor:
         """
         stats = self.stats
         stats.received += 1  # (activity: the worker counts it in flight until settled)
-        attempt = max(d.delivery_count, 1)
+        attempt = d.delivery_count or 1  # (never below 1)
         claim_key: str | None = None
         queued = False
         try:
@@ -148,7 +151,7 @@ class Processor:
                     return True
                 # The claim counts attempts across crashes; the broker's count may be lower.
                 attempt = claim.attempts
-            if attempt > self.spec.retry.max_attempts:
+            if attempt > self._max_attempts:
                 raise DeadLetter(
                     envelope.REASON_MAX_ATTEMPTS,
                     f"attempt {attempt} exceeds max_attempts={self.spec.retry.max_attempts} "
@@ -160,8 +163,8 @@ class Processor:
                 else None
             )
             # AgentSpec admits coroutine functions only: this is a coroutine.
-            fn = self.spec.handler
-            coro = cast(Coroutine[Any, Any, Any], fn(value, ctx) if ctx else fn(value))
+            fn = self._handler
+            coro = fn(value, ctx) if ctx else fn(value)
             if clock is None:
                 result = await self._bounded(coro)
             else:
@@ -307,7 +310,7 @@ class Processor:
             waiter = self._unsettled[claim_key] = asyncio.get_running_loop().create_future()
         await asyncio.shield(waiter)
 
-    async def _bounded(self, coro: Coroutine[Any, Any, Any]) -> Any:
+    async def _bounded(self, coro: Awaitable[Any]) -> Any:
         """Await the handler's call under ``asyncio.timeout`` (no worker deadlines here)."""
         try:
             async with asyncio.timeout(self.spec.timeout):
