@@ -25,6 +25,7 @@ __all__ = [
     "kafka_flush",
     "kafka_header_dict",
     "kafka_headers",
+    "kv_key",
     "murmur2_partition",
     "nats_frames",
     "nats_pub_commands",
@@ -381,6 +382,11 @@ def nats_pub_commands(
     """The ``PUB``/``HPUB`` commands of ``(subject, header block, payload)`` messages as one
     write; message ``i`` asks for its reply on ``<reply_prefix>.<first_token + i>`` (no reply
     subject when ``reply_prefix`` is empty). Subjects and blocks are checked by the caller."""
+
+def kv_key(key: str) -> str:
+    """Encode an arbitrary idempotency key as a valid JetStream KV key (deterministic):
+    URL-safe base64 of its UTF-8 without padding, or ``h_`` + hex SHA-256 when that is empty
+    or longer than 200 characters."""
 
 # --- dedup ------------------------------------------------------------------------------------
 

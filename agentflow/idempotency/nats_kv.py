@@ -23,9 +23,6 @@ connects on its own (same options as the broker URL, plus ``ttl``/``replicas``/`
 from __future__ import annotations
 
 import asyncio
-import base64
-import functools
-import hashlib
 import itertools
 import logging
 import re
@@ -47,6 +44,7 @@ from nats.js.errors import (
 )
 from nats.js.kv import KeyValue
 
+from agentflow import _native
 from agentflow.brokers.base import Broker, BrokerError, PublishError
 from agentflow.brokers.nats import NatsBroker
 from agentflow.brokers.nats_config import parse_duration
@@ -74,14 +72,10 @@ _STORE_OPTIONS = {"ttl", "replicas", "storage", "bucket", "confirm"}
 _Held = tuple[str, int]
 
 
-@functools.lru_cache(maxsize=4096)  # a key is claimed, then completed moments later
-def kv_key(key: str) -> str:
-    """Encode an arbitrary idempotency key as a valid KV key (deterministic)."""
-    encoded = base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
-    # URL-safe base64 only has characters KV keys allow: only the length can rule it out.
-    if 0 < len(encoded) <= 200:
-        return encoded
-    return "h_" + hashlib.sha256(key.encode()).hexdigest()
+# Encode an arbitrary idempotency key as a valid KV key (deterministic): URL-safe base64 of
+# its UTF-8 without padding, or "h_" + hex SHA-256 when that is empty or over 200 characters.
+# Native: every claim and every completion encodes its key.
+kv_key = _native.kv_key
 
 
 def bucket_name(app_name: str) -> str:

@@ -19,6 +19,7 @@ pub mod ids;
 pub mod kafka_batch;
 pub mod kafka_flush;
 pub mod kafka_wire;
+pub mod kv_keys;
 pub mod nats_proto;
 pub mod offsets;
 pub mod partition;
@@ -64,6 +65,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(nats_proto::py_nats_frames, m)?)?;
     m.add_function(wrap_pyfunction!(nats_proto::py_nats_pub_commands, m)?)?;
     m.add_function(wrap_pyfunction!(partition::py_extract_key, m)?)?;
+    m.add_function(wrap_pyfunction!(kv_keys::py_kv_key, m)?)?;
     m.add_class::<dedup::DedupWindow>()?;
     m.add_class::<dedup::RecentIds>()?;
     m.add_class::<dedup::Fingerprints>()?;

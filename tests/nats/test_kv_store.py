@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import inspect
 import re
 import uuid
@@ -62,6 +63,8 @@ def test_kv_keys_are_valid_and_distinct_per_key(key: str) -> None:
     plain = base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
     if 0 < len(plain) <= 200:
         assert encoded == plain
+    else:
+        assert encoded == "h_" + hashlib.sha256(key.encode()).hexdigest()
 
 
 @given(
