@@ -35,8 +35,6 @@ __all__ = ["SqliteStore", "from_url"]
 
 _T = TypeVar("_T")
 
-# Expired completed keys are deleted at most this often, piggybacked on complete().
-_PURGE_INTERVAL = 60.0
 
 # An operation's statements, run on the store thread inside a transaction it does not own.
 _Step = Callable[[sqlite3.Connection], object]
@@ -88,7 +86,8 @@ class SqliteStore(IdempotencyStore):
         self._clock = clock
         self._session: _Session | None = None
         self._open_lock: asyncio.Lock | None = None
-        self._last_purge = 0.0
+        # Where the next sweep for expired completions starts (key order; "": the start).
+        self._sweep_after = ""
 
     async def open(self) -> None:
         """Create the file and table if needed; idempotent and safe to call concurrently."""
@@ -271,13 +270,18 @@ class SqliteStore(IdempotencyStore):
         return [None] * len(keys)
 
     def _completion(self, keys: Sequence[str], ttl: float) -> _Step:
-        """The step completing ``keys`` (purging expired completions when due)."""
+        """The step completing ``keys``, then sweeping on for expired completions."""
         now = self._clock()
         expires = now + ttl if ttl > 0 else None
-        purge_before: float | None = None
-        if now - self._last_purge >= _PURGE_INTERVAL:
-            self._last_purge = purge_before = now
-        return lambda conn: sql.complete_all(conn, keys, expires, purge_before)
+        count = max(len(keys) * sql.SWEEP_PER_KEY, sql.SWEEP_MIN)
+
+        def step(conn: sqlite3.Connection) -> None:
+            sql.complete_all(conn, keys, expires)
+            # Should this transaction roll back, its range waits for the next lap (harmless:
+            # an expired completion reads as absent anyway).
+            self._sweep_after = sql.sweep(conn, self._sweep_after, count, now)
+
+        return step
 
     async def release(self, key: str) -> None:
         """End the lease now, keeping the attempt count for the next claim."""

@@ -20,11 +20,15 @@ __all__ = [
     "complete_all",
     "forget",
     "release",
+    "sweep",
 ]
 
 PENDING = 0
 DONE = 1
 
+# No index besides the key: expired completions are found by a sweep in key order (see
+# ``sweep``); an index on (expires) of done keys doubled the cost of every completion. Files
+# made before keep working (the index is dropped on open).
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS af_idempotency (
     key      TEXT PRIMARY KEY,
@@ -32,9 +36,13 @@ CREATE TABLE IF NOT EXISTS af_idempotency (
     attempts INTEGER NOT NULL,
     expires  REAL               -- NULL on a done key: kept forever
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS af_idempotency_done_expires
-    ON af_idempotency (expires) WHERE state = 1;
+DROP INDEX IF EXISTS af_idempotency_done_expires;
 """
+
+# Keys a sweep looks at per completed key: the sweep goes round the table faster than
+# completions add to it, so expired completions never pile up to more than about a TTL's worth.
+SWEEP_PER_KEY = 2
+SWEEP_MIN = 64
 
 
 def claim_one(conn: sqlite3.Connection, key: str, now: float, lease: float) -> Claim:
@@ -53,16 +61,29 @@ def claim_all(
 ) -> list[Claim]:
     """Decide and record several claims in order; inside the caller's write transaction.
 
-    One upsert for a whole chunk of distinct keys: it writes exactly the keys that can be
-    acquired (absent, completion expired, lease expired) and returns their attempt counts;
-    the keys it left alone are read to tell completed from busy, as ``claim_one`` would.
+    Per chunk of distinct keys, first one ``INSERT OR IGNORE``: when it inserted every key
+    (all new: the usual case) they are all first claims. Otherwise it is rolled back and one
+    upsert writes exactly the keys that can be acquired (absent, completion expired, lease
+    expired) and returns their attempt counts (``RETURNING`` costs about twice the insert
+    itself, so only this case pays it); the keys it left alone are read to tell completed
+    from busy, as ``claim_one`` would.
     """
     if len(set(keys)) != len(keys):  # a key twice: the second must see the first's claim
         return [claim_one(conn, key, now, lease) for key in keys]
     acquired: dict[str, int] = {}
+    expires = now + lease
     for chunk in chunks(keys):
-        params = [*rows(chunk, now + lease), now, now]
-        acquired.update(conn.execute(claim_sql(len(chunk)), params).fetchall())
+        params = rows(chunk, expires)
+        conn.execute("SAVEPOINT af_claim")
+        if conn.execute(insert_sql(len(chunk)), params).rowcount == len(chunk):
+            conn.execute("RELEASE af_claim")
+            acquired.update(dict.fromkeys(chunk, 1))
+            continue
+        conn.execute("ROLLBACK TO af_claim")
+        conn.execute("RELEASE af_claim")
+        acquired.update(conn.execute(claim_sql(len(chunk)), [*params, now, now]).fetchall())
+    if len(acquired) == len(keys) and all(a == 1 for a in acquired.values()):
+        return [FIRST_CLAIM] * len(keys)  # claims are frozen: one serves all
     out: list[Claim] = []
     for key in keys:
         attempts = acquired.get(key)
@@ -111,6 +132,13 @@ def _upsert(state: int, rows: int) -> str:
 
 
 @functools.lru_cache(maxsize=len(CHUNK_SIZES))
+def insert_sql(rows: int) -> str:
+    """New keys only: (key, pending, 1 attempt, expires) for ``rows`` keys, others ignored."""
+    values = ",".join([f"(?, {PENDING}, 1, ?)"] * rows)
+    return f"INSERT OR IGNORE INTO af_idempotency (key, state, attempts, expires) VALUES {values}"
+
+
+@functools.lru_cache(maxsize=len(CHUNK_SIZES))
 def claim_sql(rows: int) -> str:
     """The claim upsert for ``rows`` keys; its parameters: (key, expires) per row, now, now."""
     return (
@@ -121,6 +149,13 @@ def claim_sql(rows: int) -> str:
         f" OR (state = {PENDING} AND (expires IS NULL OR expires <= ?))"
         " RETURNING key, attempts"
     )
+
+
+@functools.lru_cache(maxsize=len(CHUNK_SIZES))
+def done_sql(rows: int) -> str:
+    """Set ``rows`` existing keys done; parameters: expires, then the keys."""
+    marks = ",".join(["?"] * rows)
+    return f"UPDATE af_idempotency SET state = {DONE}, expires = ? WHERE key IN ({marks})"
 
 
 @functools.lru_cache(maxsize=len(CHUNK_SIZES))
@@ -137,22 +172,36 @@ def row(conn: sqlite3.Connection, key: str) -> tuple[int, int, float | None] | N
     return found
 
 
-def complete_all(
-    conn: sqlite3.Connection,
-    keys: Sequence[str],
-    expires: float | None,
-    purge_before: float | None,
-) -> None:
-    """Record several completions (and purge when due); inside a transaction."""
+def complete_all(conn: sqlite3.Connection, keys: Sequence[str], expires: float | None) -> None:
+    """Record several completions; inside a transaction.
+
+    Claimed keys have their row: one ``UPDATE`` per chunk sets them done. Should a row be
+    missing (deleted meanwhile), the chunk's upsert writes every key of it.
+    """
     for chunk in chunks(keys):
-        conn.execute(complete_sql(len(chunk)), rows(chunk, expires))
-    if purge_before is not None:
-        purge(conn, purge_before)
+        done = conn.execute(done_sql(len(chunk)), [expires, *chunk]).rowcount
+        if done != len(set(chunk)):
+            conn.execute(complete_sql(len(chunk)), rows(chunk, expires))
 
 
-def purge(conn: sqlite3.Connection, before: float) -> None:
-    """Delete completions that expired before ``before``; inside a transaction."""
-    conn.execute("DELETE FROM af_idempotency WHERE state = ? AND expires <= ?", (DONE, before))
+def sweep(conn: sqlite3.Connection, after: str, count: int, now: float) -> str:
+    """Delete the completions expired at ``now`` among the ``count`` keys after ``after`` (in
+    key order); where the next sweep starts ("" once the end of the table is reached)."""
+    last = conn.execute(
+        "SELECT key FROM af_idempotency WHERE key > ? ORDER BY key LIMIT 1 OFFSET ?",
+        (after, max(count, 1) - 1),
+    ).fetchone()
+    if last is None:  # the rest of the table: the next sweep starts over
+        conn.execute(
+            "DELETE FROM af_idempotency WHERE key > ? AND state = ? AND expires <= ?",
+            (after, DONE, now),
+        )
+        return ""
+    conn.execute(
+        "DELETE FROM af_idempotency WHERE key > ? AND key <= ? AND state = ? AND expires <= ?",
+        (after, last[0], DONE, now),
+    )
+    return str(last[0])
 
 
 def release(conn: sqlite3.Connection, key: str, now: float) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from agentflow.idempotency import ClaimState, IdempotencyStore, store_from_url
+from agentflow.idempotency import sqlite_statements as sql
 from agentflow.idempotency.memory import MemoryStore
 from agentflow.idempotency.sqlite import SqliteStore
 
@@ -62,6 +63,17 @@ async def test_complete_many_completes_each_key(store: IdempotencyStore) -> None
         assert (await store.claim(k, 10)).state is A
     assert await store.complete_many(["a", "b", "c"], 60) == [None, None, None]
     assert [(await store.claim(k, 10)).state for k in ("a", "b", "c")] == [C, C, C]
+
+
+async def test_complete_many_records_keys_never_claimed_here(store: IdempotencyStore) -> None:
+    # A claimed key beside one whose row is missing (never claimed, or forgotten meanwhile):
+    # both end up completed, with the claimed key's attempt count kept.
+    for _ in range(2):
+        assert (await store.claim("claimed", 10)).state is A
+        await store.release("claimed")
+    assert await store.complete_many(["claimed", "unseen"], 60) == [None, None]
+    got = [await store.claim(k, 10) for k in ("claimed", "unseen")]
+    assert [(c.state, c.attempts) for c in got] == [(C, 2), (C, 1)]
 
 
 async def test_sqlite_complete_many_is_one_transaction(tmp_path: Path) -> None:
@@ -258,6 +270,40 @@ async def test_sqlite_opens_lazily_and_purges_expired(tmp_path: Path, clock: Clo
     with sqlite3.connect(path) as conn:
         keys = [r[0] for r in conn.execute("SELECT key FROM af_idempotency ORDER BY key")]
     assert keys == ["new"]
+
+
+def test_sweeps_go_round_the_table_deleting_only_expired_completions() -> None:
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.executescript(sql.SCHEMA)
+    rows = [
+        (f"k{i:02d}", 1 if i % 3 else 0, 1, None if i % 5 == 0 else (10.0 if i % 2 else 99.0))
+        for i in range(20)
+    ]
+    conn.executemany("INSERT INTO af_idempotency VALUES (?, ?, ?, ?)", rows)
+    # Done (state 1) and expired at 50: odd i not divisible by 3 or 5.
+    expired = {k for k, state, _, exp in rows if state == 1 and exp is not None and exp <= 50}
+    cursors = []
+    after = ""
+    for _ in range(5):  # 4 keys a step: the fifth step starts the next lap
+        after = sql.sweep(conn, after, 4, 50.0)
+        cursors.append(after)
+    assert cursors == ["k03", "k07", "k11", "k15", "k19"], "a lap in key order"
+    left = {k for (k,) in conn.execute("SELECT key FROM af_idempotency")}
+    assert left == {k for k, *_ in rows} - expired and expired, "pending, live, kept forever stay"
+    assert sql.sweep(conn, after, 4, 50.0) == "", "past the last key: the next lap starts over"
+
+
+def test_a_file_with_the_old_expiry_index_drops_it(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(
+            sql.SCHEMA.split("DROP INDEX")[0]
+            + "CREATE INDEX af_idempotency_done_expires ON af_idempotency (expires)"
+            " WHERE state = 1;"
+        )
+    with sqlite3.connect(path) as conn:
+        conn.executescript(sql.SCHEMA)
+        assert conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall() == []
 
 
 async def test_sqlite_concurrent_first_use(tmp_path: Path) -> None:
