@@ -39,9 +39,9 @@ CREATE TABLE IF NOT EXISTS af_idempotency (
 DROP INDEX IF EXISTS af_idempotency_done_expires;
 """
 
-# Keys a sweep looks at per completed key: the sweep goes round the table faster than
-# completions add to it, so expired completions never pile up to more than about a TTL's worth.
-SWEEP_PER_KEY = 2
+# Keys a sweep looks at per completed key: the sweep goes round the table at least as fast as
+# completions add to it, so expired completions pile up to about a TTL's worth at most.
+SWEEP_PER_KEY = 1
 SWEEP_MIN = 64
 
 
@@ -61,29 +61,26 @@ def claim_all(
 ) -> list[Claim]:
     """Decide and record several claims in order; inside the caller's write transaction.
 
-    Per chunk of distinct keys, first one ``INSERT OR IGNORE``: when it inserted every key
-    (all new: the usual case) they are all first claims. Otherwise it is rolled back and one
-    upsert writes exactly the keys that can be acquired (absent, completion expired, lease
-    expired) and returns their attempt counts (``RETURNING`` costs about twice the insert
-    itself, so only this case pays it); the keys it left alone are read to tell completed
-    from busy, as ``claim_one`` would.
+    First one ``INSERT OR IGNORE`` per chunk of distinct keys: when they inserted every key
+    (all new: the usual case) all are first claims. Otherwise they are rolled back and one
+    upsert per chunk writes exactly the keys that can be acquired (absent, completion expired,
+    lease expired) and returns their attempt counts (``RETURNING`` costs about twice the
+    insert itself, so only this case pays it); the keys it left alone are read to tell
+    completed from busy, as ``claim_one`` would.
     """
     if len(set(keys)) != len(keys):  # a key twice: the second must see the first's claim
         return [claim_one(conn, key, now, lease) for key in keys]
-    acquired: dict[str, int] = {}
     expires = now + lease
-    for chunk in chunks(keys):
-        params = rows(chunk, expires)
-        conn.execute("SAVEPOINT af_claim")
-        if conn.execute(insert_sql(len(chunk)), params).rowcount == len(chunk):
-            conn.execute("RELEASE af_claim")
-            acquired.update(dict.fromkeys(chunk, 1))
-            continue
-        conn.execute("ROLLBACK TO af_claim")
+    parts = [(chunk, rows(chunk, expires)) for chunk in chunks(keys)]
+    conn.execute("SAVEPOINT af_claim")
+    if all(conn.execute(insert_sql(len(c)), p).rowcount == len(c) for c, p in parts):
         conn.execute("RELEASE af_claim")
-        acquired.update(conn.execute(claim_sql(len(chunk)), [*params, now, now]).fetchall())
-    if len(acquired) == len(keys) and all(a == 1 for a in acquired.values()):
         return [FIRST_CLAIM] * len(keys)  # claims are frozen: one serves all
+    conn.execute("ROLLBACK TO af_claim")
+    conn.execute("RELEASE af_claim")
+    acquired: dict[str, int] = {}
+    for chunk, params in parts:
+        acquired.update(conn.execute(claim_sql(len(chunk)), [*params, now, now]).fetchall())
     out: list[Claim] = []
     for key in keys:
         attempts = acquired.get(key)
