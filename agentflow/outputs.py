@@ -31,9 +31,6 @@ class Outputs:
         self._name = spec.name
         # Where outputs go when no route picks per message (taken without a call).
         self._static_targets = spec.produces if spec.route is None else None
-        # The usual case: one static topic, taken without a list of targets per output.
-        static = self._static_targets
-        self._single = static[0] if static is not None and len(static) == 1 else None
 
     def of(
         self,
@@ -45,26 +42,13 @@ class Outputs:
         result: Any,
     ) -> list[OutMessage]:
         """The messages of a call's ``result`` and of what it sent through its context."""
+        out: list[OutMessage] = []
         if not pending and not isinstance(result, _FAN_OUT):
             # The usual single return value (or None): no list of items to build.
-            if result is None:
-                return []
-            single = self._single
-            if single is not None:
-                payload = encode_output(result)
-                headers = _native.output_headers(
-                    message_id,
-                    self._name,
-                    0,
-                    key,
-                    correlation,
-                    envelope.now_ms(),
-                    envelope.OCTET_STREAM if isinstance(result, bytes) else envelope.JSON,
-                    d.headers,
-                    None,
-                )
-                return [OutMessage(single, payload, headers, key)]
-        out: list[OutMessage] = []
+            if result is not None:
+                ts = envelope.now_ms()
+                self._emit(d, correlation, message_id, ts, None, result, key, None, out)
+            return out
         ts = envelope.now_ms()  # one timestamp for all outputs of the call
         for p in pending:
             self._emit(d, correlation, message_id, ts, p.topic, p.payload, p.key, p.headers, out)

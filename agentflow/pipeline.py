@@ -126,9 +126,9 @@ class Processor:
             else:
                 if prepared.error is not None:
                     raise prepared.error
-                p = prepared
-                message_id, key, correlation, value = p.message_id, p.key, p.correlation, p.value
-                claim, claim_key = p.claim, p.claim_key
+                message_id, key = prepared.message_id, prepared.key
+                correlation, value = prepared.correlation, prepared.value
+                claim, claim_key = prepared.claim, prepared.claim_key
             if claim_key is not None and self.store is not None:
                 if claim is None:
                     claim = await self.store.claim(claim_key, lease=self.ack_wait)
@@ -162,7 +162,6 @@ class Processor:
                 if self.wants_context
                 else None
             )
-            # AgentSpec admits coroutine functions only: this is a coroutine.
             fn = self._handler
             coro = fn(value, ctx) if ctx else fn(value)
             if clock is None:

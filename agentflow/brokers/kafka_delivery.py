@@ -61,13 +61,11 @@ class Part:
     def finish(self, d: KafkaDelivery) -> None:
         """``d``'s offset is done: no delivery of it is current, the tracker may move on."""
         d.finished = True
-        if d.armed is not None:
-            release(d)
+        release(d)
         current = self.current.pop(d.offset, None)
         if current is not None:
             current.finished = True
-            if current.armed is not None:
-                release(current)
+            release(current)
         if self.tracker is not None and self.tracker.done(d.offset):
             self.dirty = True
 

@@ -12,7 +12,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 pub type Fingerprint = u128;
 
 /// The table's hasher: a fingerprint is already a keyed hash, so its low bits are the hash.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Folded(u64);
 
 impl Hasher for Folded {
@@ -48,12 +48,6 @@ pub struct Window {
     /// Insertion order: (generation, id). Entries whose generation no longer matches are stale.
     order: VecDeque<(u64, Fingerprint)>,
     generation: u64,
-}
-
-impl std::fmt::Debug for Folded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Folded")
-    }
 }
 
 fn random_key() -> (u64, u64) {
